@@ -1,0 +1,77 @@
+"""Media paths in a manifest stay under the data root given at run time (DESIGN §3, §9).
+
+A manifest path is relative to the data root; an absolute path is accepted only when it lies under the root.
+Paths are resolved (`..` collapsed, symlinks followed) before the check, so neither `../` tricks nor a symlink
+that points out of the root can reach a file outside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from manifests.validate import MEDIA_COLUMNS
+
+
+class InvalidPath(ValueError):
+    """A manifest path that is not a path at all (empty, or with a NUL byte)."""
+
+
+class PathEscapesRoot(ValueError):
+    """A manifest path that resolves to a file outside the data root."""
+
+
+def resolve_under_root(root: str | Path, path: str) -> Path:
+    """The absolute, resolved location of manifest path `path` under `root`.
+
+    Relative paths are joined to root; absolute ones must already lie under it. Raises InvalidPath for an empty
+    path or one holding a NUL byte, PathEscapesRoot when the resolved file lies outside the resolved root.
+    The file need not exist.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidPath(f"empty media path {path!r}")
+    if "\x00" in path:
+        raise InvalidPath(f"media path {path!r} holds a NUL byte")
+    root_resolved = Path(root).resolve()
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = root_resolved / candidate
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(root_resolved):
+        raise PathEscapesRoot(f"media path {path!r} resolves to {resolved}, outside the data root {root_resolved}")
+    return resolved
+
+
+class PathProblem(NamedTuple):
+    row_index: int
+    clip_id: str
+    column: str  # video_path or audio_path
+    problem: str  # "invalid", "escapes_root" or "missing"
+    detail: str
+
+
+def check_media_paths(table: pa.Table, root: str | Path) -> list[PathProblem]:
+    """Every non-null media path of a manifest that is invalid, escapes `root`, or names no existing file.
+
+    This touches the file system once per path (a stat), so it takes a while on large manifests on network storage.
+    """
+    problems: list[PathProblem] = []
+    ids = table["clip_id"].to_pylist()
+    for column in MEDIA_COLUMNS:
+        for row, path in enumerate(table[column].to_pylist()):
+            if path is None:
+                continue
+            try:
+                resolved = resolve_under_root(root, path)
+            except InvalidPath as e:
+                problems.append(PathProblem(row, ids[row], column, "invalid", str(e)))
+                continue
+            except PathEscapesRoot as e:
+                problems.append(PathProblem(row, ids[row], column, "escapes_root", str(e)))
+                continue
+            if not resolved.is_file():
+                problems.append(PathProblem(row, ids[row], column, "missing", f"no file at {resolved}"))
+    problems.sort(key=lambda p: (p.row_index, p.column))
+    return problems
