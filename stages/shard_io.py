@@ -1,0 +1,100 @@
+"""Shard I/O: one sample's members as bytes, deterministic atomic tar shards, and reading them back.
+
+Shards are byte-identical across runs of the same job: fixed mtime, owner, mode and member order.
+A shard is written to a temporary name and renamed when complete, so a shard that exists is whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+
+ARRAY_MEMBERS = ("video", "mel", "latent", "phones")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def sample_members(key: str, meta: dict[str, Any], arrays: dict[str, Optional[np.ndarray]],
+                   flac: Optional[bytes]) -> dict[str, bytes]:
+    """The tar members of one sample (WebDataset: files sharing the key)."""
+    if not key or "." in key or "/" in key or key.startswith("_"):
+        raise ValueError(f"invalid sample key {key!r}")
+    members: dict[str, bytes] = {"__key__": key,
+                                 "json": json.dumps(meta, sort_keys=True, ensure_ascii=False, allow_nan=False, default=float).encode("utf-8")}
+    for name in ARRAY_MEMBERS:
+        if arrays.get(name) is not None:
+            members[f"{name}.npy"] = npy_bytes(arrays[name])
+    if flac is not None:
+        members["audio.flac"] = flac
+    return members
+
+
+class AtomicShardWriter:
+    """Write samples to `path` through a temporary file; `close()` renames it into place."""
+
+    def __init__(self, path: str | os.PathLike):
+        import webdataset as wds
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._file = open(self.tmp, "wb")
+        self._tar = wds.TarWriter(self._file, user="vssflow", group="vssflow", mode=0o444, mtime=0.0, encoder=False)
+        self.count = 0
+        self.bytes = 0
+
+    def write(self, members: dict[str, bytes]) -> None:
+        self.bytes += self._tar.write(members)
+        self.count += 1
+
+    def close(self) -> Path:
+        self._tar.close()
+        if not self._file.closed:
+            self._file.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._tar.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """A raw WebDataset sample (member name -> bytes) -> meta dict, arrays and flac bytes."""
+    meta = json.loads(sample["json"])
+    arrays = {name: load_npy(sample[f"{name}.npy"]) if f"{name}.npy" in sample else None for name in ARRAY_MEMBERS}
+    return {"key": sample["__key__"], "meta": meta, "arrays": arrays, "flac": sample.get("audio.flac")}
+
+
+def iter_samples(shards: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]]:
+    """Read shards with plain `webdataset`, in order, decoded by `decode_sample`."""
+    import webdataset as wds
+
+    urls = [str(s) for s in shards]
+    if not urls:
+        return
+    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    for sample in dataset:
+        yield decode_sample(sample)
