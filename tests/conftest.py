@@ -1,0 +1,62 @@
+"""Shared fixtures: one Ray session for the whole run, one sample corpus, tiny models built and saved locally."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep every Ray socket on loopback
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    root: Path
+    manifest: Path
+    expected: dict
+
+    def good_ids(self) -> set[str]:
+        return {k for k, v in self.expected.items() if v["outcome"] == "ok"}
+
+    def reject_ids(self) -> set[str]:
+        return {k for k, v in self.expected.items() if v["outcome"] == "reject"}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Corpus:
+    from pipeline.sample_corpus import make_sample_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    manifest = make_sample_corpus(root, seed=0, scale=1, include_bad=True)
+    return Corpus(root, manifest, json.loads((root / "expected.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    from stages.visual import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(tmp_path_factory) -> Path:
+    from stages.latent import make_tiny_vae
+
+    return make_tiny_vae(tmp_path_factory.mktemp("models") / "tiny-vae")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray on loopback, shared by every test that needs it."""
+    import ray
+
+    from pipeline.runtime import init_ray
+
+    init_ray(None, num_cpus=2)
+    yield ray
+    ray.shutdown()
