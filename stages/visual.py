@@ -1,0 +1,190 @@
+"""Visual features at 10 fps from a CLIP vision tower loaded from a local directory.
+
+Encoders are pluggable by name (`ENCODERS`). The only production encoder is CLIP through transformers
+(default `openai/clip-vit-base-patch16`, 768-d pooled output). `make_tiny_clip` builds a small randomly
+initialised CLIP of the same interface for tests and the demo; its config carries
+`vssflow_random_init: true` and `dataset.json` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from stages.base import Row, Stage
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+class ModelDirError(FileNotFoundError):
+    """A model directory is missing or is not a Hugging Face model directory."""
+
+
+def check_model_dir(model_dir: str | os.PathLike, what: str = "visual model") -> Path:
+    """Fail early, with the path and what a valid directory holds."""
+    path = Path(model_dir).expanduser()
+    if not path.is_dir():
+        raise ModelDirError(f"{what} directory not found: {path}. Pass a local directory in the Hugging Face layout "
+                            f"(config.json + model.safetensors); nothing is downloaded at run time.")
+    if not (path / "config.json").is_file():
+        raise ModelDirError(f"{what} directory {path} has no config.json: is it a Hugging Face model directory?")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelDirError(f"{what} directory {path} has no weights ({', '.join(WEIGHT_FILES)})")
+    try:
+        json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"{what} config {path / 'config.json'} is unreadable: {e}") from None
+    return path
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    flags = ""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pass
+    return "avx512" in capability and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+class ClipEncoder:
+    """CLIP vision tower -> pooled (post-layernorm CLS) features, [N, hidden_size]."""
+
+    name: ClassVar[str] = "clip"
+
+    def __init__(self, model_dir: str, *, device: str = "auto", precision: str = "auto"):
+        import torch
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        self.model_dir = str(check_model_dir(model_dir))
+        self.device = pick_device(device)
+        self.config = CLIPVisionConfig.from_pretrained(self.model_dir, local_files_only=True)
+        self.model = CLIPVisionModel.from_pretrained(self.model_dir, local_files_only=True).to(self.device).eval()
+        if precision == "auto":
+            precision = "bf16" if (self.device == "cuda" or cpu_supports_bf16()) else "fp32"
+        self.precision = precision
+        mean, std = self._normalisation()
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+
+    def _normalisation(self):
+        processor = Path(self.model_dir) / "preprocessor_config.json"
+        if processor.is_file():
+            cfg = json.loads(processor.read_text())
+            return tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD))
+        return CLIP_MEAN, CLIP_STD
+
+    @property
+    def dim(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.image_size)
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "model_dir": self.model_dir,
+            "dim": self.dim,
+            "image_size": self.image_size,
+            "feature": "pooler_output",
+            "precision": self.precision,
+            "random_init": bool(getattr(self.config, "vssflow_random_init", False)),
+        }
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [N, S, S, 3] -> float32 [N, D]."""
+        import torch
+
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, S, S]
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        x = (x - self.mean) / self.std
+        with torch.inference_mode(), torch.autocast(self.device, dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
+            out = self.model(pixel_values=x).pooler_output  # [N, D]
+        return out.float().cpu().numpy()
+
+
+ENCODERS = {ClipEncoder.name: ClipEncoder}
+
+
+def load_encoder(name: str, model_dir: str, **kwargs):
+    if name not in ENCODERS:
+        raise ValueError(f"unknown visual encoder {name!r}; known: {', '.join(sorted(ENCODERS))}")
+    return ENCODERS[name](model_dir, **kwargs)
+
+
+def make_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0, hidden_size: int = 32) -> Path:
+    """A small randomly initialised CLIP vision tower in the Hugging Face layout (tests and the demo only)."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=224, patch_size=32, projection_dim=hidden_size)
+    config.vssflow_random_init = True
+    out = Path(out_dir)
+    CLIPVisionModel(config).save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(out)
+    return out
+
+
+class VisualEncoderStage(Stage):
+    """row["frames"] uint8 [T, S, S, 3] -> row["video"] float16 [T, D]; frames are dropped afterwards.
+
+    Frames of all rows in the batch are encoded together in chunks of `batch_frames`, so small clips
+    still fill the encoder's batch.
+    """
+
+    name = "visual"
+
+    def __init__(self, *, encoder: str = "clip", model_dir: str, batch_frames: int = 64, device: str = "auto",
+                 precision: str = "auto", num_threads: Optional[int] = None):
+        super().__init__()
+        self.encoder_name, self.model_dir = encoder, str(model_dir)
+        self.batch_frames, self.device, self.precision = batch_frames, device, precision
+        self.num_threads = num_threads
+        self.encoder = None
+
+    def setup(self) -> None:
+        import torch
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        self.encoder = load_encoder(self.encoder_name, self.model_dir, device=self.device, precision=self.precision)
+
+    def process_batch(self, rows: list[Row]) -> None:
+        with_frames = [r for r in rows if r.get("frames") is not None]
+        for r in rows:
+            if r.get("frames") is None:
+                r["video"] = None
+        if not with_frames:
+            return
+        frames = np.concatenate([r["frames"] for r in with_frames])  # [sum T, S, S, 3]
+        feats = np.concatenate([self.encoder.encode(frames[i:i + self.batch_frames])
+                                for i in range(0, len(frames), self.batch_frames)])  # [sum T, D]
+        offset = 0
+        for r in with_frames:
+            n = len(r["frames"])
+            r["video"] = feats[offset:offset + n].astype(np.float16)
+            offset += n
+            r["frames"] = None
