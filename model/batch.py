@@ -1,0 +1,118 @@
+"""From decoded shard samples to a padded training batch: pure functions on arrays (no webdataset, no I/O).
+
+Audio sequences are at `audio_fps` (25/s): VAE latents [T, 128], or mel frames (100/s) patched 4 at a time into
+[T // 4, 256] by `patch_mel`. Padding and masks are made here, never in the shards. A condition a sample lacks
+(no video for TTS, no transcript for V2S) is masked: video_mask all False, phone track all zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MEL_BANDS = 64
+MEL_PATCH = 4            # mel frames per audio frame: 100 frames/s -> 25 frames/s
+TASKS = ("v2s", "visual_tts", "tts", "joint")
+
+ArrayLike = np.ndarray | Tensor
+
+
+def stretch_phones(phone_ids: ArrayLike, n_frames: int, speech_start_frame: int, speech_end_frame: int) -> Tensor:
+    """The phoneme ids [N] stretched uniformly over frames [start, end) of a track of n_frames; zeros elsewhere.
+
+    Frame f of the span of length L gets id number floor((f - start) * N / L), so every phoneme gets L / N frames
+    (as in the paper: no durations are predicted). The span is clipped to [0, n_frames]. If N > L some phonemes get
+    no frame; with N == 0 or an empty span the track is all zeros. Returns [n_frames] int64.
+    """
+    ids = torch.as_tensor(phone_ids).long().flatten()                                  # [N]
+    track = torch.zeros(n_frames, dtype=torch.int64)
+    start, end = max(0, int(speech_start_frame)), min(n_frames, int(speech_end_frame))
+    span = end - start
+    if ids.numel() == 0 or span <= 0:
+        return track
+    index = torch.div(torch.arange(span) * ids.numel(), span, rounding_mode="floor")  # [L] in [0, N)
+    track[start:end] = ids[index]
+    return track
+
+
+def patch_mel(mel: ArrayLike) -> Tensor:
+    """Mel [T, 64] at 100 frames/s -> [T // 4, 256] at 25 frames/s, float32.
+
+    Layout: patch k is the concatenation of mel frames 4k, 4k+1, 4k+2, 4k+3, so element 64 * j + b of patch k is
+    band b of frame 4k + j. The last T % 4 frames (less than 40 ms) are dropped.
+    """
+    mel = torch.as_tensor(mel).float()
+    if mel.dim() != 2 or mel.shape[1] != MEL_BANDS:
+        raise ValueError(f"mel must be [T, {MEL_BANDS}], got {tuple(mel.shape)}")
+    t4 = mel.shape[0] // MEL_PATCH
+    return mel[: t4 * MEL_PATCH].reshape(t4, MEL_PATCH * MEL_BANDS)  # [T4, 256]
+
+
+def unpatch_mel(patches: ArrayLike) -> Tensor:
+    """The exact inverse of patch_mel: [T4, 256] -> [4 * T4, 64]."""
+    patches = torch.as_tensor(patches)
+    if patches.dim() != 2 or patches.shape[1] != MEL_PATCH * MEL_BANDS:
+        raise ValueError(f"patches must be [T4, {MEL_PATCH * MEL_BANDS}], got {tuple(patches.shape)}")
+    return patches.reshape(patches.shape[0] * MEL_PATCH, MEL_BANDS)  # [4 * T4, 64]
+
+
+def span_frames(span_s: tuple[float, float], fps: float) -> tuple[int, int]:
+    """The frames [start, end) that overlap a span in seconds (frame k covers [k / fps, (k + 1) / fps))."""
+    start_s, end_s = span_s
+    return math.floor(start_s * fps), math.ceil(end_s * fps)
+
+
+def collate(samples: Sequence[dict[str, Any]], *, audio_fps: float = 25.0,
+            video_dim: int | None = None) -> dict[str, Any]:
+    """Pad a list of samples into a batch.
+
+    Each sample: "audio" [T_a, A] at audio_fps, "task" (one of TASKS), optional "video" [T_v, Dv] (None: no video),
+    optional "phone_ids" [N] (None: no transcript), optional "speech_span_s" (start, end) in seconds (None: the
+    whole clip). `video_dim` is needed only when no sample of the batch has video.
+
+    Returns x1 [B, T, A] float32, audio_mask [B, T] bool, phones_track [B, T] int64, video [B, Tv, Dv] float32
+    (Tv = 0 when no sample has video), video_mask [B, Tv] bool and task (list of str).
+    """
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    audio = [torch.as_tensor(s["audio"]).float() for s in samples]
+    videos = [None if s.get("video") is None else torch.as_tensor(s["video"]).float() for s in samples]
+    for i, (s, a) in enumerate(zip(samples, audio, strict=True)):
+        if s.get("task") not in TASKS:
+            raise ValueError(f"sample {i}: task {s.get('task')!r} is not one of {TASKS}")
+        if a.dim() != 2 or a.shape[0] == 0 or a.shape[1] != audio[0].shape[1]:
+            raise ValueError(f"sample {i}: audio must be [T_a > 0, {audio[0].shape[1]}], got {tuple(a.shape)}")
+    present = [v for v in videos if v is not None]
+    if video_dim is None:
+        if not present:
+            raise ValueError("no sample has video: pass video_dim so the empty video tensor has a shape")
+        video_dim = present[0].shape[1]
+    for i, v in enumerate(videos):
+        if v is not None and (v.dim() != 2 or v.shape[1] != video_dim):
+            raise ValueError(f"sample {i}: video must be [T_v, {video_dim}], got {tuple(v.shape)}")
+
+    B, A = len(samples), audio[0].shape[1]
+    T = max(a.shape[0] for a in audio)
+    Tv = max((v.shape[0] for v in present), default=0)
+    x1 = torch.zeros(B, T, A)
+    audio_mask = torch.zeros(B, T, dtype=torch.bool)
+    phones_track = torch.zeros(B, T, dtype=torch.int64)
+    video = torch.zeros(B, Tv, video_dim)
+    video_mask = torch.zeros(B, Tv, dtype=torch.bool)
+    for i, (s, a, v) in enumerate(zip(samples, audio, videos, strict=True)):
+        n = a.shape[0]
+        x1[i, :n] = a
+        audio_mask[i, :n] = True
+        if s.get("phone_ids") is not None:
+            span = s.get("speech_span_s")
+            start, end = (0, n) if span is None else span_frames(span, audio_fps)
+            phones_track[i, :n] = stretch_phones(s["phone_ids"], n, start, end)
+        if v is not None:
+            video[i, : v.shape[0]] = v
+            video_mask[i, : v.shape[0]] = True
+    return {"x1": x1, "audio_mask": audio_mask, "phones_track": phones_track, "video": video,
+            "video_mask": video_mask, "task": [s["task"] for s in samples]}

@@ -1,0 +1,83 @@
+"""Configuration of the VSSFlow DiT: one frozen, keyword-only dataclass and a dict of presets.
+
+The paper's model (`base`) is a DiT of 10 blocks, width 1536, 24 heads, about 460M parameters. With a SwiGLU
+feed-forward whose hidden size is `mlp_ratio * width`, a ratio of 3.75 (hidden 5760) lands the count at ~461M
+for both audio representations (mel patched 4x64 = 256-d, or VAE latents = 128-d); see tests/test_model.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiTConfig:
+    width: int
+    heads: int
+    depth: int
+    mlp_ratio: float = 3.75          # SwiGLU hidden size = round(mlp_ratio * width)
+    audio_dim: int = 256             # 256: mel frames patched 4x64 (model/batch.py); 128: VAE latents
+    video_dim: int = 768             # CLIP ViT-B/16 features
+    phone_vocab_size: int = 256      # must cover the dataset's phoneme vocabulary (dataset.json); id 0 = no phone
+    phone_dim: int = 32              # phoneme embedding concatenated per frame to the noisy audio
+    max_video_frames: int = 100      # longest clip the model accepts: 10 s at video_fps
+    rope_base: float = 10000.0
+    dropout: float = 0.0
+    ref_token: bool = False          # an optional reference/speaker token in the cross-attention context
+    ref_dim: int = 256               # its input size (used only when ref_token)
+    audio_fps: float = 25.0          # frames/s of the audio sequence (latents, or mel patches of 4 frames at 100/s)
+    video_fps: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("width", "heads", "depth", "audio_dim", "video_dim", "phone_vocab_size", "phone_dim",
+                     "max_video_frames", "ref_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DiTConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.mlp_ratio <= 0 or self.audio_fps <= 0 or self.video_fps <= 0 or self.rope_base <= 1:
+            raise ValueError("mlp_ratio, audio_fps, video_fps must be positive and rope_base > 1")
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(round(self.mlp_ratio * self.width))
+
+    @property
+    def max_audio_frames(self) -> int:
+        """Audio frames covering the same duration as `max_video_frames`."""
+        return int(self.max_video_frames * self.audio_fps / self.video_fps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DiTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown DiTConfig fields: {unknown}")
+        return cls(**d)
+
+
+PRESETS: dict[str, DiTConfig] = {
+    "base": DiTConfig(width=1536, heads=24, depth=10),   # the paper's size, ~461M parameters
+    "small": DiTConfig(width=384, heads=6, depth=6),
+    "tiny": DiTConfig(width=64, heads=4, depth=2),        # tests and CPU demos
+}
+
+
+def preset(name: str, **overrides: Any) -> DiTConfig:
+    """A preset with some fields replaced, e.g. `preset("base", audio_dim=128, phone_vocab_size=vocab)`."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
