@@ -1,0 +1,149 @@
+"""The `pipeline` command. Every command has --help with examples."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pipeline.console import console
+
+app = typer.Typer(help="VSSFlow data pipeline and trainer: extract -> synth-mix -> pretrain -> finetune -> generate.",
+                  no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
+run_app = typer.Typer(help="Run a job (embedded Ray by default; --address or RAY_ADDRESS for a cluster).",
+                      no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+def _mount_manifest_app() -> None:
+    from pipeline.cli_manifest import manifest_app
+
+    app.add_typer(manifest_app, name="manifest", help="Build manifests from corpus layouts; validate them.")
+
+
+_mount_manifest_app()
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@run_app.command("extract", epilog="""Examples:
+
+  pipeline run extract --manifest data/manifest.parquet --data-root data --out out/extract --visual-model models/clip-vit-base-patch16
+
+  pipeline run extract --manifest m.parquet --data-root /mnt/corpus --out /mnt/shards --config extract.yaml --address ray://head:10001
+
+Re-running the same command resumes: finished shards are kept, only missing work is done; a manifest with new rows adds shards for those rows only.""")
+def run_extract_cmd(
+    manifest: Path = typer.Option(..., help="Manifest Parquet file (see `pipeline manifest build`)."),
+    data_root: Path = typer.Option(..., help="Folder the manifest's paths are relative to."),
+    out: Path = typer.Option(..., help="Output folder: shards/, index.parquet, rejects.parquet, report.json, dataset.json."),
+    visual_model: Optional[Path] = typer.Option(None, help="Local CLIP directory (Hugging Face layout); overrides the config."),
+    vae: Optional[Path] = typer.Option(None, help="Local diffusers AutoencoderKL directory: also store VAE latents."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (keys of pipeline.config.ExtractConfig)."),
+    shard_size: Optional[int] = typer.Option(None, help="Rows per shard (default 256)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address; default: embedded Ray."),
+) -> None:
+    """Extract 10 fps visual features, loudness-normalised audio, log-mel, phonemes (and latents) into shards."""
+    from manifests.validate import ManifestError
+    from pipeline.config import ConfigError, ExtractConfig, load_config
+    from pipeline.console import print_summary, row_progress
+    from pipeline.extract import run_extract
+    from stages.contract import ContractError
+    from stages.visual import ModelDirError
+
+    try:
+        cfg = load_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,
+                                                  "latent.vae_dir": str(vae) if vae else None,
+                                                  "shard_size": shard_size})
+        with row_progress("extract", total=0) as progress:
+            report = run_extract(manifest=manifest, data_root=data_root, out_dir=out, config=cfg, address=address,
+                                 progress=progress)
+    except (ManifestError, ConfigError, ContractError, ModelDirError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    print_summary(report)
+
+
+@app.command("sample-corpus", epilog="""Examples:
+
+  pipeline sample-corpus data/sample            # ~24 good clips + hostile ones, manifest at data/sample/manifest.parquet
+
+  pipeline sample-corpus data/bench --scale 10 --no-bad""")
+def sample_corpus_cmd(
+    out: Path = typer.Argument(..., help="Folder to create (it becomes the data root)."),
+    scale: int = typer.Option(1, help="Multiply the number of good clips."),
+    bad: bool = typer.Option(True, help="Include hostile inputs (each has an expected reject reason)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Generate a small learnable corpus with ffmpeg and espeak-ng: sound, talking-face, TTS and joint clips."""
+    from pipeline.sample_corpus import make_sample_corpus
+
+    try:
+        with console.status("generating sample corpus") as status:
+            manifest = make_sample_corpus(out, seed=seed, scale=scale, include_bad=bad,
+                                          progress=lambda clip: status.update(f"generating {clip}"))
+    except RuntimeError as e:
+        fail(str(e))
+    console.print(f"manifest: {manifest}\ndata root: {out}")
+
+
+@app.command("make-test-models", epilog="""Example:
+
+  pipeline make-test-models models/   # models/tiny-clip, models/tiny-vae""")
+def make_test_models_cmd(out: Path = typer.Argument(..., help="Folder for the tiny models.")) -> None:
+    """Save tiny RANDOMLY initialised CLIP and VAE models (for tests and the demo only; labelled so in dataset.json)."""
+    from stages.latent import make_tiny_vae
+    from stages.visual import make_tiny_clip
+
+    clip = make_tiny_clip(out / "tiny-clip")
+    vae = make_tiny_vae(out / "tiny-vae")
+    console.print(f"visual model: {clip}\nVAE: {vae}")
+
+
+@app.command("inspect", epilog="""Examples:
+
+  pipeline inspect out/extract
+
+  pipeline inspect out/extract --key v2s_redcircle_000 --plot sample.png""")
+def inspect_cmd(
+    out: Path = typer.Argument(..., help="Output folder of a job."),
+    key: Optional[str] = typer.Option(None, help="Show one sample's fields and shapes."),
+    plot: Optional[Path] = typer.Option(None, help="PNG: the sample's mel and visual features on one time axis."),
+) -> None:
+    """Counts by task, dataset and reject reason; one sample in detail; a picture of its features."""
+    from pipeline.inspect import describe_output, describe_sample, plot_sample
+
+    try:
+        describe_output(out)
+        if key or plot:
+            sample = describe_sample(out, key)
+            if plot:
+                plot_sample(sample, plot)
+                console.print(f"plot: {plot}")
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        fail(str(e))
+
+
+@app.command("demo", epilog="""Example:
+
+  pipeline demo demo/      # sample corpus + tiny models + extract, all under demo/""")
+def demo_cmd(
+    out: Path = typer.Argument(Path("demo"), help="Working folder for the demo."),
+) -> None:
+    """Run the main job end to end on an embedded Ray and a generated sample corpus (tiny random models)."""
+    from pipeline.demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,46 @@
+"""What a person sees: a progress bar for long work and a short summary at the end of a job."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def row_progress(description: str, total: int) -> Iterator[Any]:
+    """Yields a callback for job progress events ({"rows_done", "units_written", ...})."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+               TextColumn("{task.fields[shards]} shards"), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total, shards=0, rate="")
+
+        def update(event: dict[str, Any]) -> None:
+            elapsed = progress.tasks[task].elapsed or 0
+            rate = f"{event['rows_done'] / elapsed:.2f} rows/s" if elapsed else ""
+            progress.update(task, total=event["rows_todo"], completed=event["rows_done"], shards=event["units_written"], rate=rate)
+
+        yield update
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    counts, run = report["counts"], report["this_run"]
+    table = Table(title=f"{report['job']} -> {report['out']}", show_header=False, title_justify="left")
+    table.add_row("rows", f"{counts['rows']}  (kept {counts['kept']}, rejected {counts['rejected']}"
+                          + (f", NOT YET DONE {counts['unaccounted']}" if counts["unaccounted"] else "") + ")")
+    table.add_row("shards", f"{counts['shards']}  ({counts['bytes'] / 1e6:.1f} MB, {counts['clip_seconds']:.1f} clip-s)")
+    if counts.get("by_task"):
+        table.add_row("by task", ", ".join(f"{k} {v}" for k, v in counts["by_task"].items()))
+    for reason, n in counts.get("rejects_by_reason", {}).items():
+        table.add_row("rejected", f"{n:>5}  {reason}")
+    table.add_row("this run", f"{run.get('rows_processed', 0)} rows in {run['wall_s']:.1f}s"
+                              + (f" ({run['rows_per_s']} rows/s, {run['clip_seconds_per_s']} clip-s/s)"
+                                 if run.get("rows_processed") else " (nothing left to do)"))
+    console.print(table)
+    console.print(f"report: {report['out']}/report.json   rejects: {report['out']}/rejects.parquet")

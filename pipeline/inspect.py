@@ -1,0 +1,114 @@
+"""`pipeline inspect`: what an output folder holds, one sample in detail, and a picture of it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rich.table import Table
+
+from pipeline.console import console
+from stages.contract import check_sample, read_dataset_json
+from stages.shard_io import iter_samples
+
+
+def _counts(table, column: str) -> list[tuple[str, int]]:
+    if table.num_rows == 0 or column not in table.column_names:
+        return []
+    counts = pc.value_counts(table[column]).to_pylist()
+    return sorted(((str(c["values"]), int(c["counts"])) for c in counts), key=lambda x: -x[1])
+
+
+def describe_output(out: Path) -> None:
+    out = Path(out)
+    contract, doc = read_dataset_json(out)
+    index = pq.read_table(out / "index.parquet")
+    rejects = pq.read_table(out / "rejects.parquet")
+    table = Table(title=f"{out}  ({doc['job']}, features {contract.feature_hash})", title_justify="left")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_column("count", justify="right")
+    table.add_row("samples", "", str(index.num_rows))
+    for column in ("task", "dataset", "split"):
+        for value, n in _counts(index, column):
+            table.add_row(column, value, str(n))
+    if rejects.num_rows:
+        reasons = rejects.append_column("why", pc.binary_join_element_wise(rejects["stage"], rejects["reason"], "/"))
+        for value, n in _counts(reasons, "why"):
+            table.add_row("rejected", value, str(n))
+    encoder = contract.video_encoder
+    table.add_row("video", f"{contract.video_dim}-d {encoder['name']} at {contract.video_fps} fps"
+                  + (" [RANDOM TEST ENCODER]" if encoder.get("random_init") else ""), "")
+    table.add_row("audio", f"{contract.sample_rate} Hz, mel {contract.n_mels} x {contract.mel_fps:g} fps"
+                  + (f", latents {contract.latent['channels']}ch" if contract.latent else ""), "")
+    console.print(table)
+
+
+def describe_sample(out: Path, key: Optional[str]) -> dict[str, Any]:
+    out = Path(out)
+    contract, _ = read_dataset_json(out)
+    index = pq.read_table(out / "index.parquet", columns=["key", "shard"])
+    if index.num_rows == 0:
+        raise KeyError(f"{out} holds no samples")
+    if key is None:
+        key = index["key"][0].as_py()
+    match = index.filter(pc.equal(index["key"], key))
+    if match.num_rows == 0:
+        raise KeyError(f"no sample {key!r} in {out}/index.parquet (see its 'key' column)")
+    shard = out / match["shard"][0].as_py()
+    sample = next((s for s in iter_samples([shard]) if s["key"] == key), None)
+    if sample is None:
+        raise KeyError(f"{key} listed in index.parquet but not found in {shard}")
+    table = Table(title=f"sample {key}  ({shard.name})", show_header=False, title_justify="left")
+    for name, array in sample["arrays"].items():
+        if array is not None:
+            table.add_row(f"{name}.npy", f"{array.dtype} {list(array.shape)}")
+    if sample["flac"] is not None:
+        table.add_row("audio.flac", f"{len(sample['flac']) / 1e3:.1f} kB")
+    problems = check_sample(sample["meta"], sample["arrays"], contract)
+    table.add_row("contract", "ok" if not problems else "; ".join(problems))
+    console.print(table)
+    console.print_json(json.dumps(sample["meta"], ensure_ascii=False))
+    sample["contract"] = contract
+    return sample
+
+
+def plot_sample(sample: dict[str, Any], path: Path) -> Path:
+    """Mel spectrogram above the visual features, sharing one time axis in seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    contract = sample["contract"]
+    mel, video = sample["arrays"]["mel"], sample["arrays"]["video"]
+    duration = sample["meta"]["duration_s"]
+    rows = 2 if video is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
+    ax = axes[0, 0]
+    ax.imshow(mel.astype("float32").T, origin="lower", aspect="auto", extent=(0, len(mel) / contract.mel_fps, 0,
+              contract.n_mels), cmap="magma")
+    ax.set_ylabel("mel band")
+    title = f"{sample['key']}  ({sample['meta']['task']}, {duration:.2f}s)"
+    if sample["meta"].get("transcript"):
+        title += f"\n{sample['meta']['transcript'][:90]}"
+    ax.set_title(title, fontsize=9)
+    span = sample["meta"].get("speech_span_s")
+    if span:
+        for a in axes[:, 0]:
+            a.axvspan(span[0], span[1], color="cyan", alpha=0.12, lw=0)
+    if video is not None:
+        ax = axes[1, 0]
+        ax.imshow(video.astype("float32").T, origin="lower", aspect="auto", interpolation="nearest",
+                  extent=(0, len(video) / contract.video_fps, 0, video.shape[1]), cmap="viridis")
+        ax.set_ylabel(f"visual dim ({contract.video_fps:g} fps)")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
