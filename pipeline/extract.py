@@ -58,8 +58,7 @@ def build_contract(config: ExtractConfig) -> FeatureContract:
     if config.latent.vae_dir:
         from stages.latent import latent_contract
 
-        check_model_dir(config.latent.vae_dir, "VAE")
-        latent = latent_contract(Path(config.latent.vae_dir))
+        latent = latent_contract(Path(config.latent.vae_dir))  # validates the directory, names the path
     phonemes = PhonemeStage(language=config.phonemes.language, with_stress=config.phonemes.with_stress,
                             max_chars=config.phonemes.max_chars)
     return FeatureContract(

@@ -102,9 +102,11 @@ def plot_sample(sample: dict[str, Any], path: Path) -> Path:
             a.axvspan(span[0], span[1], color="cyan", alpha=0.12, lw=0)
     if video is not None:
         ax = axes[1, 0]
-        ax.imshow(video.astype("float32").T, origin="lower", aspect="auto", interpolation="nearest",
-                  extent=(0, len(video) / contract.video_fps, 0, video.shape[1]), cmap="viridis")
-        ax.set_ylabel(f"visual dim ({contract.video_fps:g} fps)")
+        feats = video.astype("float32")
+        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)  # z-score per dim: shows when the picture changes
+        ax.imshow(feats.T, origin="lower", aspect="auto", interpolation="nearest",
+                  extent=(0, len(video) / contract.video_fps, 0, video.shape[1]), cmap="coolwarm", vmin=-3, vmax=3)
+        ax.set_ylabel(f"visual dim, z-scored\n({contract.video_fps:g} fps)")
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
     path = Path(path)

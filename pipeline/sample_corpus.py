@@ -64,7 +64,7 @@ SOUND_CLASSES: dict[str, SoundClass] = {
 FIRST_ONSET_S = (0.1, 0.35)
 ONSET_GAP_S = (0.4, 0.8)
 SOUND_DECAY_S = 0.12
-FLASH_DECAY_S = 0.1
+FLASH_DECAY_S = 0.15  # long enough that the 10 fps frame after a hit still shows the flash
 
 TRANSCRIPTS_SPECIAL = (
     "The café on Main Street opens at 8 o'clock.",

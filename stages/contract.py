@@ -59,7 +59,7 @@ class FeatureContract:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.phones["symbols"])
+        return len(self.phones["vocab"]["symbols"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

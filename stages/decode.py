@@ -145,6 +145,7 @@ class DecodeStage(Stage):
 
         cfg = self.config
         try:
+            # num_threads=1: decord's threaded decoder fails on VP9 ("Error sending packet", EAGAIN).
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=cfg.image_size, height=cfg.image_size,
                                         num_threads=1)
             n = len(reader)

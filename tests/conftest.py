@@ -60,3 +60,23 @@ def ray_session():
     init_ray(None, num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+SHARD_SIZE = 4
+
+
+def extract_config(model_dir, **kw):
+    from pipeline.config import ExtractConfig, VisualConfig
+
+    return ExtractConfig(visual=VisualConfig(model_dir=str(model_dir)), shard_size=SHARD_SIZE, **kw)
+
+
+@pytest.fixture(scope="session")
+def extracted(corpus, tiny_clip, ray_session, tmp_path_factory):
+    """The sample corpus extracted once through Ray: (output folder, report). Tests must not modify it."""
+    from pipeline.extract import run_extract
+
+    out = tmp_path_factory.mktemp("extract")
+    report = run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out,
+                         config=extract_config(tiny_clip))
+    return out, report

@@ -15,7 +15,7 @@ from stages.shard_io import AtomicShardWriter, iter_samples, sample_members
 def contract(**overrides) -> FeatureContract:
     base = dict(sample_rate=16000, video_fps=10.0, video_dim=8, video_encoder={"name": "clip", "dim": 8,
                 "model_dir": "/x", "random_init": True}, mel={"n_mels": 64, "hop_length": 160},
-                phones={"symbols": ["<pad>", "a", "b", "c"], "version": "t"}, loudness={"target_lufs": -23.0},
+                phones={"vocab": {"symbols": ["<pad>", "a", "b", "c"], "version": "t"}}, loudness={"target_lufs": -23.0},
                 max_seconds=10.0)
     base.update(overrides)
     return FeatureContract(**base)

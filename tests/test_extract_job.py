@@ -17,24 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from manifests.schema import write_manifest
-from pipeline.config import ExtractConfig, VisualConfig
 from pipeline.extract import run_extract
 from stages.contract import ContractError, check_sample, read_dataset_json
 from stages.shard_io import iter_samples
 
-SHARD_SIZE = 4
+from tests.conftest import SHARD_SIZE, extract_config as config
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def config(model_dir, **kw) -> ExtractConfig:
-    return ExtractConfig(visual=VisualConfig(model_dir=str(model_dir)), shard_size=SHARD_SIZE, **kw)
-
-
-@pytest.fixture(scope="module")
-def extracted(corpus, tiny_clip, ray_session, tmp_path_factory):
-    out = tmp_path_factory.mktemp("extract")
-    report = run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out, config=config(tiny_clip))
-    return out, report
 
 
 def shard_digests(out: Path) -> dict[str, str]:
