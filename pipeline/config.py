@@ -29,7 +29,8 @@ class VisualConfig:
     precision: str = "auto"         # auto: bf16 on GPU or a CPU with native bf16, else fp32
     device: str = "auto"
     num_threads: Optional[int] = None  # torch threads in a CPU encoder actor; None = every core of the node
-    actors: Optional[int] = None    # encoder actor pool size; None = one per GPU, or 1 on CPU
+    actors: Optional[int] = None    # encoder actor pool size (split placement); None = one per GPU
+    placement: str = "auto"         # auto: "split" when the cluster has GPUs, else "fused" (see pipeline/extract.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,8 +55,9 @@ class ExtractConfig:
     latent: LatentConfig = field(default_factory=LatentConfig)
     phonemes: PhonemeConfig = field(default_factory=PhonemeConfig)
     shard_size: int = 256           # rows per work unit; one unit = one shard
-    rows_per_task: int = 4          # rows per Ray task for the CPU stages (decode, audio, phonemes)
-    cpu_stage_cpus: float = 1.0     # logical CPUs one CPU-stage task asks Ray for
+    rows_per_task: int = 4          # rows per Ray call of the CPU stages (decode, audio, phonemes)
+    cpu_stage_cpus: float = 1.0     # logical CPUs one CPU-stage worker asks Ray for
+    cpu_workers: Optional[int] = None  # fused placement: worker actors; None = cluster CPUs / cpu_stage_cpus
 
 
 def to_dict(config: Any) -> dict[str, Any]:

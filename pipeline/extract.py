@@ -1,10 +1,14 @@
 """`pipeline run extract`: manifest -> feature shards, as a Ray Data streaming pipeline.
 
-Graph: manifest rows (blocks of `rows_per_task`)
-  -> [decode -> audio -> phonemes]   CPU tasks
-  -> [visual encoder]                actor pool (model loaded once; a GPU each when the cluster has them)
-  -> [VAE latents]                   actor pool, only with --vae
-  -> driver: rows grouped by unit -> one atomic shard per unit + ledger entry (pipeline/assemble.py)
+Two placements of the same stages (config `visual.placement`):
+  split (default with GPUs): manifest rows (blocks of `rows_per_task`)
+      -> [decode -> audio -> phonemes]   CPU tasks
+      -> [visual encoder]                actor pool, a GPU each (models loaded once per actor)
+      -> [VAE latents]                   actor pool, only with --vae
+  fused (default without GPUs): one actor pool of CPU workers, each running every stage with its models
+      loaded once. Decoded frames never leave the worker: on CPU, shipping 150 kB frames through the object
+      store to a separate encoder process costs more than encoding them (BENCHMARKS.md).
+  Either way -> driver: rows grouped by unit -> one atomic shard per unit + ledger entry (pipeline/assemble.py).
 Work is processed in windows of units so memory stays bounded whatever the manifest size.
 """
 
@@ -146,6 +150,13 @@ def latent_stage(config: ExtractConfig):
     return LatentStage(vae_dir=config.latent.vae_dir, batch_size=config.latent.batch_size)
 
 
+def placement(config: ExtractConfig, gpus: int) -> str:
+    choice = config.visual.placement
+    if choice not in ("auto", "split", "fused"):
+        raise ValueError(f"visual.placement must be auto, split or fused, not {choice!r}")
+    return ("split" if gpus else "fused") if choice == "auto" else choice
+
+
 def build_dataset(rows: pa.Table, config: ExtractConfig, data_root: Path):
     """The Ray Data graph over one window of pending rows."""
     import ray
@@ -154,21 +165,31 @@ def build_dataset(rows: pa.Table, config: ExtractConfig, data_root: Path):
     from pipeline.runtime import cluster_gpus
 
     step = max(1, config.rows_per_task)
-    blocks = [rows.slice(i, step) for i in range(0, rows.num_rows, step)]
-    ds = ray.data.from_arrow(blocks)
+    ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
+    gpus = cluster_gpus()
+    drop = ("audio", "frames")
+    if placement(config, gpus) == "fused":
+        threads = max(1, int(config.cpu_stage_cpus))
+        stages = cpu_stages(config, data_root) + [visual_stage(config, threads)]
+        if config.latent.vae_dir:
+            stages.append(latent_stage(config))
+        workers = config.cpu_workers or max(1, int(ray.cluster_resources().get("CPU", 1) / config.cpu_stage_cpus))
+        return ds.map_batches(StageActor, fn_constructor_kwargs={"stages": stages, "drop": drop}, batch_size=None,
+                              compute=ray.data.ActorPoolStrategy(size=workers),
+                              num_cpus=config.cpu_stage_cpus)
     ds = ds.map_batches(run_stages, fn_kwargs={"stages": cpu_stages(config, data_root), "drop": ("audio",)},
                         batch_size=None, num_cpus=config.cpu_stage_cpus)
-    gpus = cluster_gpus()
     node_cpus = int(ray.cluster_resources().get("CPU", 1))
-    actors = config.visual.actors or max(gpus, 1)
-    ds = ds.map_batches(StageActor, fn_constructor_kwargs={"stages": [visual_stage(config, node_cpus)],
-                                                           "drop": ("frames",)},
-                        batch_size=config.visual.rows_per_batch, compute=ray.data.ActorPoolStrategy(size=actors),
-                        num_gpus=1 if gpus else 0, num_cpus=1 if gpus else 0.5)
+    # On a CPU-only cluster (split forced) the encoder asks for half a CPU so decode tasks keep running beside it.
+    resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_gpus": 0, "num_cpus": 0.5}
+    ds = ds.map_batches(StageActor, fn_constructor_kwargs={"stages": [visual_stage(config, None if gpus else node_cpus)],
+                                                           "drop": drop},
+                        batch_size=config.visual.rows_per_batch,
+                        compute=ray.data.ActorPoolStrategy(size=config.visual.actors or max(gpus, 1)), **resources)
     if config.latent.vae_dir:
         ds = ds.map_batches(StageActor, fn_constructor_kwargs={"stages": [latent_stage(config)], "drop": ()},
                             batch_size=config.latent.batch_size, compute=ray.data.ActorPoolStrategy(size=1),
-                            num_gpus=1 if gpus else 0, num_cpus=1 if gpus else 0.5)
+                            **resources)
     return ds
 
 

@@ -1,0 +1,194 @@
+"""Benchmark the extract job against a plain sequential loop over the same stage classes, in one run.
+
+    python bench/bench_extract.py --encoder tiny --clips 200
+    python bench/bench_extract.py --encoder clip-b16 --clips 12
+
+Reports clips/s and clip-seconds/s for: the Ray Data job end to end (driver + Ray workers, Ray start-up
+timed apart), the sequential loop (same stages, same shard writer), and from that loop's per-stage
+clocks decode alone and the visual encoder alone on the same frames; plus peak RSS of the whole
+process tree. Ratios are what matter: this machine is shared and noisy.
+
+The manifest cycles the sample corpus's good clips under new ids (`<id>__r<k>`), so N clips cost N real
+decodes without generating N media files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+
+class PeakRss:
+    """Peak resident memory of this process and all its descendants (Ray's raylet and workers included)."""
+
+    def __init__(self, every_s: float = 0.2):
+        import psutil
+
+        self.root = psutil.Process()
+        self.every_s, self.peak_mb, self._stop = every_s, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        total = 0
+        for p in [self.root, *self.root.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # noqa: BLE001 - processes come and go
+                pass
+        return total / 2**20
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample())
+            time.sleep(self.every_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_manifest(corpus_root: Path, n: int, out: Path) -> Path:
+    from manifests.schema import write_manifest
+
+    expected = json.loads((corpus_root / "expected.json").read_text())
+    table = pq.read_table(corpus_root / "manifest.parquet")
+    good = table.filter(pc.is_in(table["clip_id"], value_set=pa.array(
+        sorted(k for k, v in expected.items() if v["outcome"] == "ok"))))
+    reps = [good.set_column(0, "clip_id", pc.binary_join_element_wise(good["clip_id"], f"__r{k}", ""))
+            for k in range(-(-n // good.num_rows))]
+    return write_manifest(pa.concat_tables(reps).slice(0, n), out)
+
+
+def make_encoder(kind: str, models: Path) -> Path:
+    from stages.visual import make_tiny_clip
+
+    if kind == "tiny":
+        return make_tiny_clip(models / "tiny-clip")
+    path = models / "clip-vit-b16-random"
+    if not (path / "config.json").exists():
+        import torch
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+        torch.manual_seed(0)
+        config = CLIPVisionConfig(patch_size=16, image_size=224, hidden_size=768, intermediate_size=3072,
+                                  num_hidden_layers=12, num_attention_heads=12)
+        config.vssflow_random_init = True
+        CLIPVisionModel(config).save_pretrained(path)
+        CLIPImageProcessor().save_pretrained(path)
+    return path
+
+
+def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
+    """The same stages and shard writer in one plain loop, no Ray."""
+    from manifests.validate import read_manifest
+    from pipeline.assemble import UnitAssembler
+    from pipeline.extract import (JOB, build_contract, cpu_stages, extract_index, extract_sample, open_output,
+                                  visual_stage)
+    from pipeline.ledger import Ledger
+
+    table = read_manifest(manifest)
+    contract = build_contract(config)
+    open_output(out, contract, config)
+    ledger = Ledger(out)
+    plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
+    rows = plan.join(table, keys="clip_id").sort_by("position").to_pylist()
+    sizes = dict(zip(*[c.to_pylist() for c in plan.group_by("unit").aggregate([("clip_id", "count")]).columns]))
+    assembler = UnitAssembler(out_dir=out, job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
+                              positions={r["clip_id"]: r["position"] for r in rows},
+                              to_sample=extract_sample, to_index=extract_index)
+    stages = cpu_stages(config, data_root) + [visual_stage(config)]
+    clocks: dict[str, float] = {}
+    clip_seconds = frames = 0.0
+    step = config.visual.rows_per_batch
+    for i in range(0, len(rows), step):
+        batch = rows[i:i + step]
+        for stage in stages:
+            batch = stage(batch)
+        for row in batch:
+            for key, value in row.items():
+                if key.startswith("t_") and value:
+                    clocks[key[2:]] = clocks.get(key[2:], 0.0) + value
+            if row.get("video") is not None:
+                frames += len(row["video"])
+            if row["reject_reason"] is None:
+                clip_seconds += row["duration_s"]
+            row.pop("audio", None)
+            assembler.add(row)
+    return {"stage_seconds": clocks, "clip_seconds": clip_seconds, "frames": frames}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", choices=["tiny", "clip-b16"], default="tiny")
+    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "out")
+    parser.add_argument("--skip-sequential", action="store_true")
+    args = parser.parse_args()
+
+    from pipeline.config import ExtractConfig, VisualConfig
+    from pipeline.extract import run_extract
+    from pipeline.runtime import init_ray
+    from pipeline.sample_corpus import make_sample_corpus
+
+    work = args.work
+    corpus = work / "corpus"
+    if not (corpus / "manifest.parquet").exists():
+        make_sample_corpus(corpus, include_bad=False)
+    manifest = make_manifest(corpus, args.clips, work / f"manifest_{args.clips}.parquet")
+    model = make_encoder(args.encoder, work / "models")
+    config = ExtractConfig(visual=VisualConfig(model_dir=str(model)), shard_size=64)
+    result = {"encoder": args.encoder, "clips": args.clips}
+
+    if not args.skip_sequential:
+        out = work / f"seq_{args.encoder}_{args.clips}"
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        with PeakRss() as rss:
+            seq = run_sequential(manifest, corpus, out, config)
+        wall = time.perf_counter() - start
+        result["sequential"] = {"wall_s": wall, "clips_per_s": args.clips / wall,
+                                "clip_seconds_per_s": seq["clip_seconds"] / wall, "peak_rss_mb": rss.peak_mb,
+                                "stage_seconds": seq["stage_seconds"], "frames": seq["frames"]}
+        result["decode_alone"] = {"s": seq["stage_seconds"]["decode"],
+                                  "clip_seconds_per_s": seq["clip_seconds"] / seq["stage_seconds"]["decode"]}
+        result["encoder_alone"] = {"s": seq["stage_seconds"]["visual"],
+                                   "frames_per_s": seq["frames"] / seq["stage_seconds"]["visual"]}
+
+    out = work / f"ray_{args.encoder}_{args.clips}"
+    shutil.rmtree(out, ignore_errors=True)
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        init_ray(None)
+        ray_start = time.perf_counter() - start
+        start = time.perf_counter()
+        report = run_extract(manifest=manifest, data_root=corpus, out_dir=out, config=config)
+        wall = time.perf_counter() - start
+    clip_seconds = report["counts"]["clip_seconds"]
+    result["ray"] = {"wall_s": wall, "ray_start_s": ray_start, "clips_per_s": args.clips / wall,
+                     "clip_seconds_per_s": clip_seconds / wall, "peak_rss_mb": rss.peak_mb,
+                     "kept": report["counts"]["kept"], "stage_seconds": report["stage_seconds"]}
+    if "sequential" in result:
+        result["speedup_vs_sequential"] = result["sequential"]["wall_s"] / wall
+        result["ray_vs_encoder_alone"] = wall / result["encoder_alone"]["s"]
+    print(json.dumps(result, indent=2))
+    (work / f"result_{args.encoder}_{args.clips}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
