@@ -98,8 +98,15 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     """The same stages and shard writer in one plain loop, no Ray."""
     from manifests.validate import read_manifest
     from pipeline.assemble import UnitAssembler
-    from pipeline.extract import (JOB, build_contract, cpu_stages, extract_index, extract_sample, open_output,
-                                  visual_stage)
+    from pipeline.extract import (
+        JOB,
+        build_contract,
+        cpu_stages,
+        extract_index,
+        extract_sample,
+        open_output,
+        visual_stage,
+    )
     from pipeline.ledger import Ledger
 
     table = read_manifest(manifest)

@@ -14,28 +14,21 @@ Work is processed in windows of units so memory stays bounded whatever the manif
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from manifests.schema import SPEECH_TASKS
 from manifests.validate import read_manifest
-from pipeline.assemble import UnitAssembler
-from pipeline.config import ExtractConfig, config_hash, to_dict
-from pipeline.ledger import Ledger
-from pipeline.report import finish_job
+from pipeline.config import ExtractConfig
+from pipeline.job import JobSpec, run_job
 from stages.base import Row
-from stages.contract import ContractError, FeatureContract, read_dataset_json, write_dataset_json
+from stages.contract import ContractError, FeatureContract
 from stages.visual import check_model_dir
 
 JOB = "extract"
-WINDOW_ROWS = 20_000  # rows handed to one Ray Data execution; bounds driver and object-store memory
 
 
 def visual_info(config: ExtractConfig) -> dict[str, Any]:
@@ -69,19 +62,6 @@ def build_contract(config: ExtractConfig) -> FeatureContract:
         sample_rate=config.decode.sample_rate, video_fps=config.decode.fps, video_dim=encoder["dim"],
         video_encoder=encoder, mel=config.mel.to_dict(), phones=phonemes.vocab_dict(),
         loudness=config.loudness.to_dict(), max_seconds=config.decode.max_seconds, latent=latent)
-
-
-def open_output(out_dir: Path, contract: FeatureContract, config: ExtractConfig) -> None:
-    """A new folder gets dataset.json; an existing one must have been made under the same contract."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "dataset.json").exists():
-        existing, doc = read_dataset_json(out_dir)
-        if doc.get("job") != JOB or existing.feature_hash != contract.feature_hash:
-            diff = "; ".join(existing.differences(contract)[:5]) or f"job {doc.get('job')!r}"
-            raise ContractError(f"{out_dir} holds a {doc.get('job')} output made with different features ({diff}). "
-                                f"Use a new --out folder, or the same config and models as before.")
-        return
-    write_dataset_json(out_dir, contract, job=JOB, config=to_dict(config))
 
 
 def speech_span(row: Row) -> Optional[list[float]]:
@@ -193,86 +173,15 @@ def build_dataset(rows: pa.Table, config: ExtractConfig, data_root: Path):
     return ds
 
 
-def pending_rows(manifest: pa.Table, plan: pa.Table, done: set[int]) -> pa.Table:
-    """Manifest rows whose unit is not finished, with their unit and plan position, in plan order."""
-    todo = plan.filter(pc.invert(pc.is_in(plan["unit"], value_set=pa.array(sorted(done), pa.int64()))))
-    joined = todo.join(manifest, keys="clip_id", join_type="inner")
-    return joined.sort_by("position")
-
-
 def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: ExtractConfig,
                 address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
                 max_units: Optional[int] = None) -> dict[str, Any]:
     """Run (or resume) an extract job; returns the report. `max_units` stops early (tests of resume)."""
-    started = time.time()
-    table = read_manifest(manifest)
+    rows = read_manifest(manifest)
     data_root = Path(data_root).resolve()
     if not data_root.is_dir():
         raise FileNotFoundError(f"data root {data_root} is not a directory")
-    contract = build_contract(config)
-    out_dir = Path(out_dir)
-    open_output(out_dir, contract, config)
-    ledger = Ledger(out_dir)
-    plan, added = ledger.extend_plan(table["clip_id"], config.shard_size)
-    done = ledger.done_units()
-    todo = pending_rows(table, plan, done)
-    unit_sizes = _unit_sizes(plan)
-    missing = _units_missing_rows(plan, table, done)
-    if missing:
-        raise ValueError(f"the manifest no longer holds rows planned for unfinished units {missing[:5]} "
-                         f"(clip ids removed?). Restore them, or start a new --out folder.")
-    stats = {"rows_total": table.num_rows, "rows_planned_new": added, "rows_todo": todo.num_rows,
-             "units_total": len(unit_sizes), "units_done_before": len(done), "where": None}
-    if todo.num_rows:
-        from pipeline.ray_stages import batch_to_rows
-        from pipeline.runtime import init_ray
-
-        stats["where"] = init_ray(address)
-        positions = dict(zip(todo["clip_id"].to_pylist(), todo["position"].to_pylist()))
-        assembler = UnitAssembler(out_dir=out_dir, job=JOB, contract=contract, ledger=ledger,
-                                  unit_sizes=unit_sizes, positions=positions,
-                                  to_sample=extract_sample, to_index=extract_index)
-        units_written = rows_processed = 0
-        clip_seconds = 0.0
-        for window in _windows(todo, max_units):
-            ds = build_dataset(window, config, data_root)
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-                for row in batch_to_rows(batch):
-                    summary = assembler.add(row)
-                    if summary is not None:
-                        units_written += 1
-                        rows_processed += summary["rows"]
-                        clip_seconds += summary["clip_seconds"]
-                        if progress:
-                            progress({"rows_done": assembler.rows_done, "rows_todo": todo.num_rows,
-                                      "unit": summary, "units_written": units_written})
-        stats.update(units_written=units_written, rows_processed=rows_processed,
-                     clip_seconds_processed=round(clip_seconds, 3))
-    return finish_job(out_dir=out_dir, job=JOB, ledger=ledger, contract=contract, config=to_dict(config),
-                      config_hash=config_hash(config), started=started, stats=stats, manifest=str(manifest))
-
-
-def _unit_sizes(plan: pa.Table) -> dict[int, int]:
-    counts = plan.group_by("unit").aggregate([("clip_id", "count")])
-    return dict(zip(counts["unit"].to_pylist(), counts["clip_id_count"].to_pylist()))
-
-
-def _units_missing_rows(plan: pa.Table, manifest: pa.Table, done: set[int]) -> list[int]:
-    absent = plan.filter(pc.invert(pc.is_in(plan["clip_id"], value_set=manifest["clip_id"])))
-    return sorted({u for u in absent["unit"].to_pylist() if u not in done})
-
-
-def _windows(todo: pa.Table, max_units: Optional[int]):
-    """Slices of whole units, about WINDOW_ROWS rows each (optionally only the first `max_units` units)."""
-    units = todo["unit"].to_numpy()
-    if max_units is not None:
-        keep_units = np.unique(units)[:max_units]
-        todo = todo.filter(pc.is_in(todo["unit"], value_set=pa.array(keep_units)))
-        units = todo["unit"].to_numpy()
-    start = 0
-    while start < len(units):
-        end = min(start + WINDOW_ROWS, len(units))
-        while end < len(units) and units[end] == units[end - 1]:
-            end += 1  # never split a unit across windows
-        yield todo.slice(start, end - start)
-        start = end
+    spec = JobSpec(name=JOB, out_dir=Path(out_dir), contract=build_contract(config), config=config, rows=rows,
+                   shard_size=config.shard_size, build_dataset=lambda window: build_dataset(window, config, data_root),
+                   to_sample=extract_sample, to_index=extract_index, source=str(manifest))
+    return run_job(spec, address=address, progress=progress, max_units=max_units)

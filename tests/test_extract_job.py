@@ -20,8 +20,8 @@ from manifests.schema import write_manifest
 from pipeline.extract import run_extract
 from stages.contract import ContractError, check_sample, read_dataset_json
 from stages.shard_io import iter_samples
-
-from tests.conftest import SHARD_SIZE, extract_config as config
+from tests.conftest import SHARD_SIZE
+from tests.conftest import extract_config as config
 
 REPO = Path(__file__).resolve().parents[1]
 
