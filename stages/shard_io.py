@@ -98,3 +98,44 @@ def iter_samples(shards: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     for sample in dataset:
         yield decode_sample(sample)
+
+
+class ShardReader:
+    """Random access to samples of local tar shards by key: one header scan per shard, then seeks.
+
+    WebDataset streams shards front to back; mixing needs two arbitrary samples per output, so this reads
+    the tar headers once (stdlib `tarfile`, nothing is extracted to disk) and keeps (offset, size) per member.
+    """
+
+    def __init__(self, max_shards: int = 64):
+        self.max_shards = max_shards
+        self._index: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
+
+    def _members(self, shard: str) -> dict[str, dict[str, tuple[int, int]]]:
+        import tarfile
+
+        if shard not in self._index:
+            if len(self._index) >= self.max_shards:
+                self._index.pop(next(iter(self._index)))
+            members: dict[str, dict[str, tuple[int, int]]] = {}
+            with tarfile.open(shard, "r:") as tar:
+                for info in tar:
+                    if not info.isfile() or "/" in info.name or "." not in info.name:
+                        continue
+                    key, suffix = info.name.split(".", 1)
+                    members.setdefault(key, {})[suffix] = (info.offset_data, info.size)
+            self._index[shard] = members
+        return self._index[shard]
+
+    def read(self, shard: str | os.PathLike, key: str) -> dict[str, Any]:
+        """The raw sample (member suffix -> bytes, plus `__key__`), as WebDataset would yield it."""
+        shard = str(shard)
+        members = self._members(shard).get(key)
+        if members is None:
+            raise KeyError(f"no sample {key!r} in {shard}")
+        sample: dict[str, Any] = {"__key__": key}
+        with open(shard, "rb") as f:
+            for suffix, (offset, size) in members.items():
+                f.seek(offset)
+                sample[suffix] = f.read(size)
+        return sample

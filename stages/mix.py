@@ -1,0 +1,210 @@
+"""Feature-level speech-plus-sound mixtures (DESIGN §6): a recipe is data, rendering it is a pure function.
+
+A `MixRecipe` names its two sources (shard + key), the speech offset, the speech-to-sound ratio and the
+visual mode; it is sampled on the driver from a generator seeded by (seed, mixture index), so results do
+not depend on scheduling. `render_mixture` turns a recipe and its two decoded source samples into the
+mixture's features with the same audio code as extract (loudness, PCM16, FLAC, log-mel):
+
+- audio is mixed as waveforms (mel and latents are not additive): the sound is scaled so that
+  loudness(speech) - loudness(sound) = snr_db, the sum is re-normalised to the target loudness;
+- the offset lies on the 10 fps video grid, so the speech's visual rows land exactly on mixture rows;
+- a speech clip longer than the sound gets offset 0 and the sound is repeated (audio and video) to cover it;
+- visual features over the speech span: `add` (sum), `insert` (replace) or `sound_only` (keep the sound's);
+  TTS speech has no video, so only `sound_only` applies;
+- phoneme ids are kept; the speech span moves by the offset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stages.audio import (
+    LogMel,
+    LoudnessConfig,
+    MelConfig,
+    decode_flac,
+    encode_flac,
+    measure_loudness,
+    normalize_loudness,
+    quantize_pcm16,
+)
+from stages.base import Reject, Row, Stage
+from stages.shard_io import ShardReader, decode_sample
+
+Seconds = float
+Decibels = float
+RECIPE_VERSION = 1
+MODES = ("add", "insert", "sound_only")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixConfig:
+    snr_db_min: Decibels = 0.0
+    snr_db_max: Decibels = 15.0
+    mode_weights: dict = field(default_factory=lambda: {"add": 1.0, "insert": 1.0, "sound_only": 1.0})
+
+    def __post_init__(self):
+        if set(self.mode_weights) - set(MODES) or not any(w > 0 for w in self.mode_weights.values()):
+            raise ValueError(f"mode_weights must weigh some of {MODES}, got {self.mode_weights}")
+        if self.snr_db_min > self.snr_db_max:
+            raise ValueError("snr_db_min > snr_db_max")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixRecipe:
+    key: str
+    seed: int
+    index: int
+    speech_key: str
+    speech_shard: str
+    sound_key: str
+    sound_shard: str
+    offset_s: Seconds
+    snr_db: Decibels
+    mode: str
+    schema_version: int = RECIPE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MixRecipe":
+        if data.get("schema_version", RECIPE_VERSION) != RECIPE_VERSION:
+            raise ValueError(f"mix recipe schema_version {data.get('schema_version')} is not {RECIPE_VERSION}")
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def mixture_key(seed: int, index: int) -> str:
+    return f"mix_s{seed}_{index:09d}"
+
+
+def pick_sources(seed: int, index: int, n_speech: int, n_sound: int) -> tuple[int, int]:
+    """Mixture `index` -> (speech, sound) positions. Each pool is walked in a fresh seeded permutation per pass,
+    so every source is used once before any is used twice (as evenly as the counts allow)."""
+    def pick(stream: int, n: int) -> int:
+        epoch, slot = divmod(index, n)
+        return int(np.random.default_rng([seed, stream, epoch]).permutation(n)[slot])
+
+    return pick(0, n_speech), pick(1, n_sound)
+
+
+def sample_recipe(*, seed: int, index: int, speech: dict, sound: dict, config: MixConfig,
+                  video_fps: float) -> MixRecipe:
+    """speech/sound: index rows with key, shard (absolute), duration_s, has_video."""
+    rng = np.random.default_rng([seed, index, 2])
+    slack = sound["duration_s"] - speech["duration_s"]
+    steps = int(math.floor(slack * video_fps + 1e-6)) if slack > 0 else 0
+    offset_s = int(rng.integers(0, steps + 1)) / video_fps
+    snr_db = float(rng.uniform(config.snr_db_min, config.snr_db_max))
+    weights = {m: w for m, w in config.mode_weights.items() if w > 0 and (speech["has_video"] or m == "sound_only")}
+    if not weights:  # TTS speech with sound_only weighted 0: the only honest mode is still sound_only
+        weights = {"sound_only": 1.0}
+    modes = sorted(weights)
+    p = np.array([weights[m] for m in modes], dtype=np.float64)
+    mode = modes[int(rng.choice(len(modes), p=p / p.sum()))]
+    return MixRecipe(key=mixture_key(seed, index), seed=seed, index=index, speech_key=speech["key"],
+                     speech_shard=speech["shard"], sound_key=sound["key"], sound_shard=sound["shard"],
+                     offset_s=offset_s, snr_db=round(snr_db, 6), mode=mode)
+
+
+def _source_rows(times_s: np.ndarray, duration_s: float, n_rows: int, fps: float) -> np.ndarray:
+    """Source video row shown at each mixture time, repeating the source past its end."""
+    return np.clip(np.floor(np.mod(times_s, duration_s) * fps + 1e-6).astype(np.int64), 0, n_rows - 1)
+
+
+def render_mixture(recipe: MixRecipe, speech: dict, sound: dict, *, logmel: LogMel, loudness: LoudnessConfig,
+                   video_fps: float) -> dict[str, Any]:
+    """Decoded source samples (stages.shard_io.decode_sample) -> the mixture's features and metadata."""
+    rate = logmel.config.sample_rate
+    sp, sp_rate = decode_flac(speech["flac"])
+    so, so_rate = decode_flac(sound["flac"])
+    if sp_rate != rate or so_rate != rate:
+        raise Reject("bad_source", f"source rates {sp_rate}/{so_rate} != {rate}")
+    if sound["arrays"]["video"] is None:
+        raise Reject("bad_source", f"sound {recipe.sound_key} has no video features")
+    if speech["arrays"]["phones"] is None:
+        raise Reject("bad_source", f"speech {recipe.speech_key} has no phonemes")
+    offset_n = int(round(recipe.offset_s * rate))
+    n_mix = max(len(so), offset_n + len(sp))
+    repeats = -(-n_mix // len(so))
+    sound_wave = np.tile(so, repeats)[:n_mix]                                          # [n_mix]
+    speech_wave = np.zeros(n_mix, np.float32)
+    speech_wave[offset_n:offset_n + len(sp)] = sp                                      # [n_mix]
+
+    speech_lufs = measure_loudness(sp, rate)
+    sound_lufs = measure_loudness(sound_wave, rate)
+    if not (math.isfinite(speech_lufs) and math.isfinite(sound_lufs)):
+        raise Reject("silent_source", f"speech {speech_lufs} LUFS, sound {sound_lufs} LUFS")
+    sound_gain_db = speech_lufs - recipe.snr_db - sound_lufs
+    mixed = (speech_wave.astype(np.float64) + sound_wave * 10 ** (sound_gain_db / 20)).astype(np.float32)
+    mixed, info = normalize_loudness(mixed, rate, loudness)
+    wave = quantize_pcm16(mixed)
+    duration = n_mix / rate
+
+    sound_video = sound["arrays"]["video"]                                             # [T_so, D]
+    n_rows = int(math.floor(duration * video_fps + 1e-6))
+    times = np.arange(n_rows) / video_fps
+    video = sound_video[_source_rows(times, sound["meta"]["duration_s"], len(sound_video), video_fps)]  # [T_v, D]
+    speech_video = speech["arrays"]["video"]
+    if recipe.mode != "sound_only":
+        if speech_video is None:
+            raise Reject("bad_source", f"mode {recipe.mode} needs speech video; {recipe.speech_key} has none")
+        start = int(round(recipe.offset_s * video_fps))
+        k = max(0, min(len(speech_video), n_rows - start))
+        if recipe.mode == "add":
+            video[start:start + k] = (video[start:start + k].astype(np.float32)
+                                      + speech_video[:k].astype(np.float32)).astype(np.float16)
+        else:
+            video[start:start + k] = speech_video[:k]
+
+    a, b = speech["meta"].get("speech_span_s") or [0.0, speech["meta"]["duration_s"]]
+    meta = {
+        "clip_id": recipe.key, "task": "joint", "dataset": "synth_mix", "split": speech["meta"].get("split"),
+        "speaker": speech["meta"].get("speaker"), "transcript": speech["meta"].get("transcript"),
+        "phonemes": speech["meta"].get("phonemes"), "speech_span_s": [recipe.offset_s + a, recipe.offset_s + b],
+        "has_video": True, "duration_s": duration, "cut": False, "silent": False,
+        "loudness_lufs": info.measured_lufs, "gain_db": info.gain_db, "peak_limited": info.peak_limited,
+        "recipe": {**recipe.to_dict(), "speech_lufs": speech_lufs, "sound_lufs": sound_lufs,
+                   "speech_gain_db": 0.0, "sound_gain_db": sound_gain_db, "mix_gain_db": info.gain_db,
+                   "sound_repeats": repeats,
+                   "sources": {"speech": {"dataset": speech["meta"].get("dataset"), "task": speech["meta"]["task"]},
+                               "sound": {"dataset": sound["meta"].get("dataset"), "task": sound["meta"]["task"]}}},
+    }
+    return {"meta_json": json.dumps(meta, allow_nan=False), "audio": wave, "flac": encode_flac(wave, rate),
+            "mel": logmel(wave).astype(np.float16), "video": video, "phone_ids": speech["arrays"]["phones"],
+            "duration_s": duration}
+
+
+class MixStage(Stage):
+    """Recipe row -> mixture features. Sources are read by key from their shards (headers scanned once)."""
+
+    name = "mix"
+
+    def __init__(self, *, mel: MelConfig, loudness: LoudnessConfig, video_fps: float):
+        super().__init__()
+        self.mel, self.loudness, self.video_fps = mel, loudness, video_fps
+
+    def setup(self) -> None:
+        self.logmel = LogMel(self.mel)
+        self.reader = ShardReader()
+
+    def load(self, shard: str, key: str) -> dict:
+        try:
+            return decode_sample(self.reader.read(shard, key))
+        except (FileNotFoundError, KeyError) as e:
+            raise Reject("missing_source", str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a truncated shard or a corrupt member
+            raise Reject("broken_source", f"{key} in {shard}: {type(e).__name__}: {e}") from None
+
+    def process(self, row: Row) -> None:
+        recipe = MixRecipe.from_dict(row)
+        speech = self.load(recipe.speech_shard, recipe.speech_key)
+        sound = self.load(recipe.sound_shard, recipe.sound_key)
+        row.update(render_mixture(recipe, speech, sound, logmel=self.logmel, loudness=self.loudness,
+                                  video_fps=self.video_fps))
