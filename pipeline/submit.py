@@ -48,7 +48,6 @@ def known_jobs() -> list[str]:
 
 def check_job_args(job: str, args: Sequence[str]) -> None:
     """Parse `pipeline run JOB ARGS` here, without running it: a typo fails now, not on the cluster tonight."""
-    import click
     import typer
 
     from pipeline.cli import app
@@ -56,13 +55,13 @@ def check_job_args(job: str, args: Sequence[str]) -> None:
     if job not in known_jobs():
         raise ValueError(f"unknown job {job!r}; `pipeline run` has: {', '.join(known_jobs())}")
     root = typer.main.get_command(app)
-    run = root.get_command(click.Context(root), "run")
-    command = run.get_command(click.Context(run), job)
+    run = root.get_command(typer.Context(root), "run")
+    command = run.get_command(typer.Context(run), job)
     try:
-        command.make_context(f"pipeline run {job}", list(args), resilient_parsing=False)
-    except click.exceptions.Exit:
+        command.make_context(f"pipeline run {job}", list(args))
+    except typer.Exit:
         return  # e.g. --help
-    except click.ClickException as e:
+    except typer.TyperException as e:  # typer's usage errors (missing or unknown options, bad values)
         raise ValueError(f"pipeline run {job}: {e.format_message()}") from None
 
 

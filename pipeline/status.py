@@ -1,0 +1,106 @@
+"""`pipeline status OUT`: where a job's output stands, read from its files alone (no Ray, nothing changed).
+
+Shards and rows come from the folder and report.json; rejects by reason from rejects.parquet; progress of a run
+that is going on (or was killed) from the ledger (`_work/`: units planned and finished); the last runs from
+`_work/runs.jsonl`, one line per finished run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow.parquet as pq
+
+RUNS_SHOWN = 5
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _runs(work: Path) -> list[dict[str, Any]]:
+    path = work / "runs.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _units_planned(work: Path) -> int:
+    units: set[int] = set()
+    for plan in sorted(work.glob("plan-*.parquet")):
+        units.update(pq.read_table(plan, columns=["unit"])["unit"].to_pylist())
+    return len(units)
+
+
+def output_status(out: Path) -> dict[str, Any]:
+    """Counts of a job output folder; FileNotFoundError when the folder holds no job output."""
+    out = Path(out)
+    work = out / "_work"
+    report = _read_json(out / "report.json")
+    dataset = _read_json(out / "dataset.json")
+    if report is None and not work.is_dir():
+        raise FileNotFoundError(f"{out} holds no job output (no report.json and no _work/ ledger)")
+    shard_files = sorted((out / "shards").glob("*.tar"))
+    rejects_by_reason: collections.Counter = collections.Counter()
+    if (out / "rejects.parquet").is_file():
+        rejects = pq.read_table(out / "rejects.parquet", columns=["stage", "reason"])
+        rejects_by_reason.update(f"{s}/{r}" for s, r in zip(rejects["stage"].to_pylist(),
+                                                            rejects["reason"].to_pylist()))
+    counts = (report or {}).get("counts", {})
+    units_done = len(list((work / "units").glob("*.done.json"))) if work.is_dir() else None
+    units_planned = _units_planned(work) if work.is_dir() else None
+    runs = _runs(work)
+    return {
+        "out": str(out),
+        "job": (report or dataset or {}).get("job"),
+        "feature_hash": (dataset or {}).get("feature_hash"),
+        "shards": len(shard_files),
+        "bytes": sum(p.stat().st_size for p in shard_files),
+        "rows": counts.get("rows"),
+        "kept": counts.get("kept"),
+        "rejected": counts.get("rejected"),
+        "unaccounted": counts.get("unaccounted"),
+        "by_task": counts.get("by_task", {}),
+        "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
+        "units_planned": units_planned,
+        "units_done": units_done,
+        # Units finished after the last report: a run is going on, or one stopped before it could report.
+        "units_since_report": None if units_done is None else units_done - counts.get("shards", 0),
+        "report_finished_at": (report or {}).get("finished_at"),
+        "runs": len(runs),
+        "last_run": runs[-1] if runs else None,
+        "recent_runs": runs[-RUNS_SHOWN:],
+    }
+
+
+def print_status(status: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    s = status
+    table = Table(title=f"{s['job'] or 'job'} output {s['out']}", show_header=False, title_justify="left")
+    table.add_row("shards", f"{s['shards']}  ({s['bytes'] / 1e6:.1f} MB)")
+    if s["rows"] is not None:
+        table.add_row("rows", f"{s['rows']}  (kept {s['kept']}, rejected {s['rejected']}"
+                              + (f", NOT YET DONE {s['unaccounted']}" if s["unaccounted"] else "") + ")")
+    else:
+        table.add_row("rows", "no report yet: the first run has not finished")
+    if s["by_task"]:
+        table.add_row("by task", ", ".join(f"{k} {v}" for k, v in s["by_task"].items()))
+    for reason, n in s["rejects_by_reason"].items():
+        table.add_row("rejected", f"{n:>5}  {reason}")
+    if s["units_planned"] is not None:
+        line = f"{s['units_done']} of {s['units_planned']} units done"
+        if s["units_since_report"]:
+            line += f" ({s['units_since_report']} since the last report: a run is going on or was stopped)"
+        table.add_row("progress", line)
+    last = s["last_run"]
+    if last:
+        table.add_row("last run", f"{last.get('finished_at')}: {last.get('rows_processed', 0)} rows, "
+                                  f"{last.get('units_written', 0)} shards in {last.get('wall_s', 0):.1f}s"
+                                  + (f" ({last['rows_per_s']} rows/s)" if last.get("rows_processed") else "")
+                                  + (f" on {last['where']}" if last.get("where") else ""))
+        table.add_row("runs", f"{s['runs']} finished")
+    console.print(table)
