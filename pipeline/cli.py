@@ -26,6 +26,15 @@ def _mount_manifest_app() -> None:
 _mount_manifest_app()
 
 
+def _mount_cluster_commands() -> None:
+    from pipeline.cli_cluster import mount
+
+    mount(app)
+
+
+_mount_cluster_commands()
+
+
 def fail(message: str, code: int = 1) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
@@ -53,6 +62,7 @@ def run_extract_cmd(
     from pipeline.config import ConfigError, ExtractConfig, load_config
     from pipeline.console import print_summary, row_progress
     from pipeline.extract import run_extract
+    from pipeline.job import OutputBusy
     from stages.contract import ContractError
     from stages.visual import ModelDirError
 
@@ -63,7 +73,8 @@ def run_extract_cmd(
         with row_progress("extract", total=0) as progress:
             report = run_extract(manifest=manifest, data_root=data_root, out_dir=out, config=cfg, address=address,
                                  progress=progress)
-    except (ManifestError, ConfigError, ContractError, ModelDirError, FileNotFoundError, ValueError) as e:
+    except (ManifestError, ConfigError, ContractError, ModelDirError, FileNotFoundError, ValueError,
+            OutputBusy) as e:
         fail(str(e))
     print_summary(report)
 
@@ -89,6 +100,7 @@ def run_synth_mix_cmd(
     """Mix speech over environmental sound at feature level (waveform mix, re-derived mel, mixed visual features)."""
     from pipeline.config import ConfigError, load_config
     from pipeline.console import print_summary, row_progress
+    from pipeline.job import OutputBusy
     from pipeline.synth_mix import SynthMixConfig, run_synth_mix
     from stages.contract import ContractError
 
@@ -98,7 +110,7 @@ def run_synth_mix_cmd(
         with row_progress("synth-mix", total=0) as progress:
             report = run_synth_mix(speech_dirs=speech, sound_dirs=sound, out_dir=out, config=cfg, address=address,
                                    progress=progress)
-    except (ConfigError, ContractError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, ContractError, FileNotFoundError, ValueError, OutputBusy) as e:
         fail(str(e))
     print_summary(report)
 

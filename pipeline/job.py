@@ -59,6 +59,32 @@ def run_job(spec: JobSpec, *, address: Optional[str] = None, progress: Optional[
     """Run or resume a job; returns its report. `max_units` stops after that many units (resume tests)."""
     started = time.time()
     open_output(spec.out_dir, spec.name, spec.contract, spec.config)
+    lock = output_lock(spec.out_dir)
+    try:
+        return _run_locked(spec, started, address=address, progress=progress, max_units=max_units)
+    finally:
+        lock.release()
+
+
+class OutputBusy(RuntimeError):
+    """Another run holds the output folder."""
+
+
+def output_lock(out_dir: Path):
+    """One writer per output folder: a second run (a scheduled one, a manual re-run) fails fast instead of
+    interleaving units. The lock is the OS's (flock), so a killed run leaves nothing to clean up."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(Path(out_dir) / "_work.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputBusy(f"another run is writing {out_dir} (lock {out_dir}/_work.lock); wait for it to finish, "
+                         "or use another --out") from None
+    return lock
+
+
+def _run_locked(spec: JobSpec, started: float, *, address, progress, max_units) -> dict[str, Any]:
     ledger = Ledger(spec.out_dir)
     plan, added = ledger.extend_plan(spec.rows["clip_id"], spec.shard_size)
     done = ledger.done_units()

@@ -171,3 +171,14 @@ def test_output_made_with_other_features_is_refused(corpus, extracted, tmp_path)
     other = make_tiny_clip(tmp_path / "other-clip", hidden_size=48)
     with pytest.raises(ContractError, match="different features"):
         run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=extracted[0], config=config(other))
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_the_output(corpus, tiny_clip, extracted):
+    from filelock import FileLock
+
+    from pipeline.job import OutputBusy
+
+    out, _ = extracted
+    with FileLock(str(out / "_work.lock")):
+        with pytest.raises(OutputBusy, match="another run is writing"):
+            run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out, config=config(tiny_clip))
