@@ -72,14 +72,14 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
         cpu_stages,
         extract_index,
         extract_sample,
-        open_output,
         visual_stage,
     )
+    from pipeline.job import open_output
     from pipeline.ledger import Ledger
 
     table = read_manifest(manifest)
     contract = build_contract(config)
-    open_output(out, contract, config)
+    open_output(out, JOB, contract, config)
     ledger = Ledger(out)
     plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
     rows = plan.join(table, keys="clip_id").sort_by("position").to_pylist()
@@ -92,7 +92,7 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     clip_seconds = frames = 0.0
     step = config.visual.rows_per_batch
     for i in range(0, len(rows), step):
-        batch = rows[i:i + step]
+        batch = [dict(r) for r in rows[i:i + step]]  # fresh dicts: stages add features to the rows they get
         for stage in stages:
             batch = stage(batch)
         for row in batch:
@@ -106,6 +106,24 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
             row.pop("audio", None)
             assembler.add(row)
     return {"stage_seconds": clocks, "clip_seconds": clip_seconds, "frames": frames}
+
+
+def precision_check(model: Path, corpus: Path) -> dict:
+    """bf16 autocast features against fp32 on real decoded frames: cosine similarity per frame."""
+    import numpy as np
+
+    from stages.decode import DecodeStage
+    from stages.visual import ClipEncoder, cpu_supports_bf16
+
+    rows = pq.read_table(corpus / "manifest.parquet").to_pylist()
+    rows = [r for r in rows if r["task"] == "v2s"][:2]
+    frames = np.concatenate([r["frames"][:8] for r in DecodeStage(data_root=str(corpus))(rows)])
+    fp32 = ClipEncoder(str(model), precision="fp32").encode(frames)
+    bf16 = ClipEncoder(str(model), precision="bf16").encode(frames)
+    cos = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
+    rel = np.linalg.norm(fp32 - bf16, axis=1) / np.linalg.norm(fp32, axis=1)
+    return {"cpu_native_bf16": cpu_supports_bf16(), "frames": len(frames), "cosine_min": float(cos.min()),
+            "relative_l2_max": float(rel.max())}
 
 
 def main() -> None:
@@ -144,6 +162,9 @@ def main() -> None:
                                   "clip_seconds_per_s": seq["clip_seconds"] / seq["stage_seconds"]["decode"]}
         result["encoder_alone"] = {"s": seq["stage_seconds"]["visual"],
                                    "frames_per_s": seq["frames"] / seq["stage_seconds"]["visual"]}
+
+    if args.encoder == "clip-b16":
+        result["bf16_vs_fp32"] = precision_check(model, corpus)
 
     out = work / f"ray_{args.encoder}_{args.clips}"
     shutil.rmtree(out, ignore_errors=True)
