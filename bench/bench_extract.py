@@ -173,12 +173,17 @@ def main() -> None:
         init_ray(None)
         ray_start = time.perf_counter() - start
         start = time.perf_counter()
-        report = run_extract(manifest=manifest, data_root=corpus, out_dir=out, config=config)
+        events: list[tuple[float, int]] = []
+        report = run_extract(manifest=manifest, data_root=corpus, out_dir=out, config=config,
+                             progress=lambda e: events.append((time.perf_counter() - start, e["rows_done"])))
         wall = time.perf_counter() - start
     clip_seconds = report["counts"]["clip_seconds"]
     result["ray"] = {"wall_s": wall, "ray_start_s": ray_start, "clips_per_s": args.clips / wall,
                      "clip_seconds_per_s": clip_seconds / wall, "peak_rss_mb": rss.peak_mb,
-                     "kept": report["counts"]["kept"], "stage_seconds": report["stage_seconds"]}
+                     "kept": report["counts"]["kept"], "stage_seconds": report["stage_seconds"],
+                     "first_shard_s": events[0][0] if events else None,
+                     "steady_rows_per_s": ((events[-1][1] - events[0][1]) / (events[-1][0] - events[0][0])
+                                           if len(events) > 2 else None)}
     if "sequential" in result:
         result["speedup_vs_sequential"] = result["sequential"]["wall_s"] / wall
         result["ray_vs_encoder_alone"] = wall / result["encoder_alone"]["s"]

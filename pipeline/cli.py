@@ -35,6 +35,15 @@ def _mount_cluster_commands() -> None:
 _mount_cluster_commands()
 
 
+def _mount_train_commands() -> None:
+    from pipeline.cli_train import train_app
+
+    run_app.add_typer(train_app)  # pretrain, finetune, generate join `pipeline run`
+
+
+_mount_train_commands()
+
+
 def fail(message: str, code: int = 1) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)

@@ -95,7 +95,8 @@ def iter_samples(shards: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]
     urls = [str(s) for s in shards]
     if not urls:
         return
-    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    # nodesplitter=None: read every shard given, also inside a torch.distributed job (wds would refuse there)
+    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None)
     for sample in dataset:
         yield decode_sample(sample)
 

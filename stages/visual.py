@@ -71,7 +71,9 @@ class ClipEncoder:
     def __init__(self, model_dir: str, *, device: str = "auto", precision: str = "auto"):
         import torch
         from transformers import CLIPVisionConfig, CLIPVisionModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # one bar per worker per load is noise; jobs show their own progress
         self.model_dir = str(check_model_dir(model_dir))
         self.device = pick_device(device)
         self.config = CLIPVisionConfig.from_pretrained(self.model_dir, local_files_only=True)

@@ -1,0 +1,318 @@
+"""Generate audio for a silent video (and a transcript) with a trained checkpoint.
+
+Conditions are extracted by the very stage code of `pipeline run extract`, configured from the checkpoint's feature
+contract: `DecodeStage` (frames by presentation time at the contract's fps and size) on a one-row manifest-like
+dict, `VisualEncoderStage` with the encoder the contract names, `PhonemeStage` with its language and vocabulary.
+An encoder or vocabulary that differs from the contract is refused with the fields that differ: features made by
+another encoder would be silently wrong.
+
+DecodeStage wants an audio track (extract always has one); a silent video has none. It is given a silent 16 kHz
+file of the clip's length instead (the requested duration, else the contract's max_seconds, so the clip is the
+video cut to max_seconds), so the video is decoded exactly as extract decodes it; the audio is not used.
+
+Sampling: `FlowMatching.sample` (Euler or Heun, fixed steps) from seeded N(0, I) noise, classifier-free guidance
+against every condition dropped; the audio sequence covers the clip (ceil to whole frames, the wave is cut to the
+clip's exact sample count). Then un-standardise, mel patches -> mel (or VAE latents -> mel with the contract's VAE),
+clip the mel to the range any wave in [-1, 1] can have (an undertrained model, pushed by guidance, can leave it and
+the vocoder would blow up; the clipped share is reported), and mel -> wave with a HiFi-GAN vocoder directory or
+Griffin-Lim (model/vocoder.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from model.batch import collate, unpatch_mel
+from model.config import DiTConfig
+from model.dit import VSSFlowDiT
+from model.flow import FlowMatching, cfg_velocity_fn, null_conditions
+from model.train import ema_weights, load_checkpoint
+from model.vocoder import load_vocoder, log_mel_bounds, mel_config_from_contract
+from stages.contract import ContractError, FeatureContract
+
+METHODS = ("euler", "heun")
+
+
+class GenerateError(ValueError):
+    """Input that cannot be generated for (no video and no duration, a span outside the clip, a reject, ...)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The checkpoint
+
+
+def load_model(ckpt_path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+               ) -> tuple[VSSFlowDiT, dict[str, Any]]:
+    """The network of a checkpoint (its EMA weights when it has them and use_ema), in eval mode, and the checkpoint."""
+    ckpt = load_checkpoint(ckpt_path)
+    model = VSSFlowDiT(DiTConfig.from_dict(ckpt["model_config"]))
+    weights = ema_weights(ckpt) if use_ema else None
+    model.load_state_dict(weights if weights is not None else ckpt["model"])
+    ckpt["used_ema"] = weights is not None
+    return model.to(device).eval(), ckpt
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Contract checks
+
+
+def check_visual_encoder(contract: FeatureContract, model_dir: str | Path) -> None:
+    """Refuse an encoder directory whose architecture differs from the one the training features came from."""
+    from transformers import CLIPVisionConfig
+
+    from stages.visual import check_model_dir
+
+    expected = contract.video_encoder
+    path = check_model_dir(model_dir, "visual model")
+    vision = CLIPVisionConfig.from_pretrained(str(path), local_files_only=True)
+    found = {"dim": int(vision.hidden_size), "image_size": int(vision.image_size),
+             "layers": int(vision.num_hidden_layers), "patch_size": int(vision.patch_size),
+             "random_init": bool(getattr(vision, "vssflow_random_init", False))}
+    diffs = [f"{k}: checkpoint {expected[k]!r}, {path} has {v!r}" for k, v in found.items()
+             if k in expected and expected[k] != v]
+    if diffs:
+        raise ContractError(f"the visual encoder in {path} is not the one the checkpoint's features were made with "
+                            f"({'; '.join(diffs)}). Pass the encoder named in the checkpoint's contract "
+                            f"({expected.get('name')} from {expected.get('model_dir')}).")
+
+
+def check_phonemes(contract: FeatureContract, stage) -> list[str]:
+    """Refuse a phoneme vocabulary that differs from the contract's; other differences become warnings."""
+    have, want = stage.vocab_dict(), contract.phones
+    if have["vocab"] != want["vocab"]:
+        hv, wv = have["vocab"], want["vocab"]
+        raise ContractError(f"phoneme vocabulary differs from the checkpoint's: this install has "
+                            f"{hv.get('version')} ({len(hv.get('symbols', []))} symbols), the checkpoint was trained "
+                            f"on {wv.get('version')} ({len(wv.get('symbols', []))} symbols)")
+    return [f"phonemes: {k} is {have.get(k)!r} here, {want.get(k)!r} in the checkpoint's contract"
+            for k in sorted(set(have) | set(want)) if k != "vocab" and have.get(k) != want.get(k)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Conditions from media, with the extract stages
+
+
+def _run(stage, row: dict[str, Any]) -> dict[str, Any]:
+    row = stage([row])[0]
+    if row.get("reject_reason") is not None:
+        raise GenerateError(f"{stage.name} refused the input: {row['reject_reason']}: {row.get('reject_detail')}")
+    return row
+
+
+def extract_conditions(contract: FeatureContract, video_path: Optional[str | Path], *,
+                       transcript: Optional[str] = None, speech_span: Optional[Sequence[float]] = None,
+                       duration: Optional[float] = None, visual_model: Optional[str | Path] = None,
+                       device: str = "auto") -> dict[str, Any]:
+    """The conditions of one clip, as extract would store them: video float16 [T_v, D] (None without a video),
+    phone_ids int16 [N] (None without a transcript), speech_span_s, duration_s, task; plus warnings."""
+    import soundfile as sf
+
+    from stages.decode import DecodeConfig, DecodeStage
+    from stages.phonemes import PhonemeStage
+    from stages.visual import VisualEncoderStage
+
+    if video_path is None and duration is None:
+        raise GenerateError("without a video, give a duration (seconds)")
+    if duration is not None and not 0 < duration <= contract.max_seconds:
+        raise GenerateError(f"duration {duration} s must be in (0, {contract.max_seconds}] (the contract's "
+                            f"max_seconds)")
+    if speech_span is not None and transcript is None:
+        raise GenerateError("a speech span needs a transcript")
+    task = ("visual_tts" if transcript else "v2s") if video_path is not None else "tts"
+    if task == "tts" and not transcript:
+        raise GenerateError("without a video, give a transcript (text-to-speech)")
+    warnings: list[str] = []
+    encoder = contract.video_encoder
+    if video_path is not None:
+        video_path = Path(video_path).resolve()
+        if not video_path.is_file():
+            raise GenerateError(f"video {video_path} not found")
+        visual_model = Path(visual_model or encoder["model_dir"])
+        check_visual_encoder(contract, visual_model)
+    phonemes = None
+    if transcript:
+        phonemes = PhonemeStage(language=contract.phones["language"], with_stress=contract.phones["with_stress"],
+                                max_chars=contract.phones.get("max_chars", 1000))
+        warnings += check_phonemes(contract, phonemes)
+
+    decode = DecodeConfig(fps=contract.video_fps, sample_rate=contract.sample_rate,
+                          image_size=encoder.get("decode_size", 224), max_seconds=contract.max_seconds)
+    with tempfile.TemporaryDirectory(prefix="vssflow-generate-") as tmp:
+        silence = Path(tmp) / "silence.wav"   # DecodeStage reads an audio track; the model does not use it
+        sf.write(silence, np.zeros(int(round((duration or contract.max_seconds) * contract.sample_rate)), np.int16),
+                 contract.sample_rate, subtype="PCM_16")
+        paths = [silence] + ([video_path] if video_path is not None else [])
+        root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        row = {"clip_id": "generate", "task": task, "audio_path": str(silence.relative_to(root)),
+               "video_path": str(video_path.relative_to(root)) if video_path is not None else None,
+               "transcript": transcript, "start_s": None, "end_s": duration}
+        row = _run(DecodeStage(data_root=str(root), config=decode), row)
+    if duration is not None and row["duration_s"] < duration - 1.0 / contract.sample_rate:
+        raise GenerateError(f"requested duration {duration} s is longer than the video ({row['duration_s']:.3f} s)")
+    duration_s = float(row["duration_s"])
+    if task != "tts":
+        row = _run(VisualEncoderStage(encoder=encoder["name"], model_dir=str(visual_model),
+                                      precision=encoder.get("precision", "auto"), device=device), row)
+    span = None
+    if phonemes is not None:
+        row = _run(phonemes, row)
+        a, b = (0.0, duration_s) if speech_span is None else (float(speech_span[0]), float(speech_span[1]))
+        if not 0.0 <= a < b <= duration_s + 1e-6:
+            raise GenerateError(f"speech span [{a}, {b}] s must satisfy 0 <= start < end <= {duration_s:.3f} s")
+        span = [a, min(b, duration_s)]
+    return {"task": task, "duration_s": duration_s, "n_samples": int(len(row["audio"])),
+            "video": row.get("video"), "phone_ids": row.get("phone_ids"), "phonemes": row.get("phonemes"),
+            "speech_span_s": span, "warnings": warnings}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+@torch.no_grad()
+def sample_audio(model: VSSFlowDiT, cond: dict[str, torch.Tensor], *, steps: int = 25, method: str = "euler",
+                 guidance: float = 3.0, seed: int = 0, uncond: Optional[dict] = None) -> torch.Tensor:
+    """Standardised audio [B, T, A] for conditions cond (a collated batch's tensors on the model's device).
+    guidance 1 uses cond alone; otherwise CFG against uncond (default: every condition dropped)."""
+    if method not in METHODS:
+        raise GenerateError(f"method must be one of {METHODS}, got {method!r}")
+    device = next(model.parameters()).device
+    shape = (*cond["audio_mask"].shape, model.cfg.audio_dim)                           # [B, T, A]
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    velocity = cfg_velocity_fn(model, cond, uncond if uncond is not None else null_conditions(cond), scale=guidance)
+    return FlowMatching().sample(velocity, x0, steps, method=method)
+
+
+def audio_to_mel(audio: torch.Tensor, ckpt: dict[str, Any], *, vae_dir: Optional[str | Path] = None) -> np.ndarray:
+    """Standardised audio [T, A] -> natural-log mel [4 T, n_mels] float32 (VAE decode for latent checkpoints)."""
+    norm = ckpt["audio_norm"]
+    raw = audio.float().cpu() * norm["std"] + norm["mean"]                             # [T, A]
+    if ckpt["config"]["audio_repr"] == "mel":
+        return unpatch_mel(raw).numpy()                                                # [4T, 64]
+    from stages.latent import decode_latent, load_vae
+
+    vae_dir = vae_dir or (ckpt["contract"].get("latent") or {}).get("vae_dir")
+    if not vae_dir:
+        raise GenerateError("a latent checkpoint needs its VAE: pass vae_dir")
+    return decode_latent(load_vae(vae_dir), raw.numpy())                               # [4T, 64]
+
+
+def conditions_batch(conds: dict[str, Any], model_cfg: DiTConfig, hop_length: int) -> dict[str, Any]:
+    """A one-sample collated batch whose audio covers the clip (ceil to whole audio frames)."""
+    frames = math.ceil(conds["n_samples"] / (4 * hop_length))
+    video = conds["video"]
+    if video is not None and len(video) > model_cfg.max_video_frames:
+        raise GenerateError(f"the clip has {len(video)} video frames; the model takes at most "
+                            f"{model_cfg.max_video_frames} ({model_cfg.max_video_frames / model_cfg.video_fps:g} s): "
+                            f"pass a shorter duration")
+    sample = {"audio": np.zeros((frames, model_cfg.audio_dim), np.float32), "task": conds["task"], "video": video,
+              "phone_ids": conds["phone_ids"], "speech_span_s": conds["speech_span_s"]}
+    return collate([sample], audio_fps=model_cfg.audio_fps, video_dim=model_cfg.video_dim)
+
+
+def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Optional[str] = None,
+             speech_span: Optional[Sequence[float]] = None, duration: Optional[float] = None, steps: int = 25,
+             method: str = "euler", guidance: float = 3.0, vocoder_dir: Optional[str | Path] = None, seed: int = 0,
+             *, visual_model: Optional[str | Path] = None, vae_dir: Optional[str | Path] = None,
+             device: str = "auto", use_ema: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Audio for a video (V2S), a video and its transcript (VisualTTS), or a transcript and a duration (TTS).
+
+    Returns the float32 wave [N] at the contract's sample rate (16 kHz), N = the clip's samples (the video's length
+    up to max_seconds, or `duration`), and an info dict (task, lengths, sampler settings, vocoder, warnings, timings).
+    speech_span (start_s, end_s) in clip time places the speech (default: the whole clip).
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model, checkpoint = load_model(ckpt, use_ema=use_ema, device=dev)
+    contract = FeatureContract.from_dict(checkpoint["contract"])
+    mel_cfg = mel_config_from_contract(contract.mel)
+    vocoder = load_vocoder(vocoder_dir, mel_cfg, device=dev, seed=seed)   # fail on a bad vocoder before the work
+    timings["load_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    conds = extract_conditions(contract, video_path, transcript=transcript, speech_span=speech_span,
+                               duration=duration, visual_model=visual_model, device=str(dev))
+    batch = conditions_batch(conds, model.cfg, mel_cfg.hop_length)
+    timings["conditions_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cond = {k: batch[k].to(dev) for k in ("phones_track", "video", "video_mask", "audio_mask")}
+    audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed)[0]   # [T, A]
+    mel = audio_to_mel(audio, checkpoint, vae_dir=vae_dir)                                           # [4T, 64]
+    low, high = log_mel_bounds(mel_cfg)     # no wave in [-1, 1] has a log-mel outside: project onto that range
+    clipped = float(np.mean((mel < low) | (mel > high)))
+    mel = np.clip(mel, low, high)
+    timings["sample_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    wave = vocoder(mel)[: conds["n_samples"]]                                                        # [N]
+    timings["vocoder_s"] = time.perf_counter() - t0
+    if not np.isfinite(wave).all():
+        raise GenerateError("the generated wave holds NaN or Inf")
+    info = {"task": conds["task"], "duration_s": conds["duration_s"], "sample_rate": contract.sample_rate,
+            "n_samples": int(len(wave)), "audio_frames": int(audio.shape[0]),
+            "video_frames": 0 if conds["video"] is None else int(len(conds["video"])),
+            "phonemes": conds["phonemes"], "speech_span_s": conds["speech_span_s"], "steps": steps,
+            "method": method, "guidance": guidance, "seed": seed, "checkpoint": str(ckpt),
+            "checkpoint_step": int(checkpoint["step"]), "ema": checkpoint["used_ema"],
+            "feature_hash": contract.feature_hash, "vocoder": vocoder.info(), "device": str(dev),
+            "mel_clipped_frac": clipped, "peak": float(np.abs(wave).max()) if len(wave) else 0.0,
+            "warnings": conds["warnings"], "seconds": timings}
+    return wave, info
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output files
+
+
+def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> Path:
+    """16-bit PCM wav, written to a temporary name and renamed."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    sf.write(tmp, np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    tmp.replace(path)
+    return path
+
+
+def _ffmpeg() -> str:
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def mux(video_path: str | Path, wav_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """The video's picture with the wav as its sound (ffmpeg), cut to the shorter of the two. The picture is
+    copied when the output container takes its codec, else re-encoded to H.264 (reported in the result)."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")
+    base = [_ffmpeg(), "-y", "-v", "error", "-i", str(video_path), "-i", str(wav_path), "-map", "0:v:0",
+            "-map", "1:a:0", "-c:a", "aac", "-shortest"]
+    attempts = (["-c:v", "copy"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+    errors = []
+    for video_codec in attempts:
+        result = subprocess.run(base + video_codec + [str(tmp)], capture_output=True, text=True)
+        if result.returncode == 0:
+            tmp.replace(out)
+            return {"path": str(out), "video": "copied" if video_codec[1] == "copy" else "re-encoded (libx264)"}
+        errors.append(result.stderr.strip()[-500:])
+    tmp.unlink(missing_ok=True)
+    raise GenerateError(f"ffmpeg could not mux {video_path} with {wav_path}: {' | '.join(errors)}")
