@@ -124,3 +124,37 @@ def test_shard_paths_select_sources(extracted, tmp_path):
     in_shard = {s["key"] for s in iter_samples([shard]) if s["meta"]["task"] == "v2s"}
     used = {r["sound_key"] for r in pq.read_table(tmp_path / "o" / "index.parquet").to_pylist()}
     assert used and used <= in_shard
+
+
+def test_the_trainer_loader_reads_mixtures_with_the_same_contract_checks(extracted, mixed, tmp_path):
+    """Interop: fine-tuning batches come from the mixture shards (joint samples with video and phonemes), and a
+    mixture that breaks dataset.json makes the loader fail loudly, exactly as for extract shards."""
+    import json
+    import tarfile
+
+    from model.data import SamplePrep, TrainLoader, plan_finetune
+
+    out, _ = mixed
+    data = plan_finetune([out], [], 1.0, val_samples=0)
+    prep = SamplePrep(contract=data.contract, audio_mean=-6.0, audio_std=2.3)
+    batch = next(TrainLoader(data, prep, batch_size=4, seed=0, num_workers=0).batches())
+    assert set(batch["task"]) == {"joint"}
+    assert batch["video_mask"].any(dim=1).all() and (batch["phones_track"] > 0).any(dim=1).all()
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    for shard in sorted((broken / "shards").glob("*.tar")):  # every sample claims 3 s more than it holds
+        with tarfile.open(shard) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        with tarfile.open(shard, "w") as tar:
+            for m, data_bytes in members:
+                if m.name.endswith(".json"):
+                    meta = json.loads(data_bytes)
+                    meta["duration_s"] += 3.0
+                    data_bytes = json.dumps(meta).encode()
+                    m.size = len(data_bytes)
+                tar.addfile(m, __import__("io").BytesIO(data_bytes))
+    data = plan_finetune([broken], [], 1.0, val_samples=0)
+    with pytest.raises(Exception, match="mel|video|contract"):
+        next(TrainLoader(data, SamplePrep(contract=data.contract, audio_mean=-6.0, audio_std=2.3), batch_size=4,
+                         seed=0, num_workers=0).batches())
