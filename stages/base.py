@@ -49,7 +49,7 @@ class Stage:
         """Load models and backends. Runs once per worker, lazily, before the first batch."""
 
     def process(self, row: Row) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement process() or process_batch()")
+        raise TypeError(f"{type(self).__name__} overrides neither process() nor process_batch()")  # a programming error
 
     def process_batch(self, rows: list[Row]) -> None:
         for row in rows:
