@@ -44,6 +44,7 @@ class PhonemeConfig:
     language: str = "en-us"
     with_stress: bool = True
     max_chars: int = 1000
+    espeak: str = "auto"            # auto | system | bundled (the espeakng-loader wheel: one release everywhere)
 
 
 @dataclass(frozen=True, kw_only=True)

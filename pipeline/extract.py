@@ -48,16 +48,13 @@ def visual_info(config: ExtractConfig) -> dict[str, Any]:
 
 
 def build_contract(config: ExtractConfig) -> FeatureContract:
-    from stages.phonemes import PhonemeStage
-
     encoder = visual_info(config)
     latent = None
     if config.latent.vae_dir:
         from stages.latent import latent_contract
 
         latent = latent_contract(Path(config.latent.vae_dir))  # validates the directory, names the path
-    phonemes = PhonemeStage(language=config.phonemes.language, with_stress=config.phonemes.with_stress,
-                            max_chars=config.phonemes.max_chars)
+    phonemes = phoneme_stage(config)
     return FeatureContract(
         sample_rate=config.decode.sample_rate, video_fps=config.decode.fps, video_dim=encoder["dim"],
         video_encoder=encoder, mel=config.mel.to_dict(), phones=phonemes.vocab_dict(),
@@ -105,15 +102,20 @@ def extract_index(row: Row, meta: dict) -> dict[str, Any]:
             "loudness_lufs": meta["loudness_lufs"], "silent": meta["silent"], "cut": meta["cut"]}
 
 
+def phoneme_stage(config: ExtractConfig):
+    from stages.phonemes import PhonemeStage
+
+    p = config.phonemes
+    return PhonemeStage(language=p.language, with_stress=p.with_stress, max_chars=p.max_chars, espeak=p.espeak)
+
+
 def cpu_stages(config: ExtractConfig, data_root: Path) -> list:
     from stages.audio import AudioFeatureStage
     from stages.decode import DecodeStage
-    from stages.phonemes import PhonemeStage
 
     return [DecodeStage(data_root=str(data_root), config=config.decode),
             AudioFeatureStage(mel=config.mel, loudness=config.loudness),
-            PhonemeStage(language=config.phonemes.language, with_stress=config.phonemes.with_stress,
-                         max_chars=config.phonemes.max_chars)]
+            phoneme_stage(config)]
 
 
 def visual_stage(config: ExtractConfig, threads: Optional[int] = None):

@@ -50,6 +50,17 @@ def tiny_vae(tmp_path_factory) -> Path:
     return make_tiny_vae(tmp_path_factory.mktemp("models") / "tiny-vae")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The test machines are shared: one intra-op thread is several times faster than two contending ones."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One embedded Ray on loopback, shared by every test that needs it."""

@@ -14,13 +14,7 @@ from model.flow import FlowMatching, cfg_velocity_fn, drop_conditions, guided_ve
 VIDEO_DIM, VOCAB = 32, 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machines are shared: one intra-op thread is several times faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(seed: int = 0, randomize_output: bool = False, **overrides) -> VSSFlowDiT:

@@ -36,14 +36,7 @@ from model.train import (
 from stages.contract import ContractError, read_dataset_json, write_dataset_json
 from stages.shard_io import AtomicShardWriter, iter_samples, sample_members
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machines are shared: one intra-op thread is several times faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**overrides) -> TrainConfig:
