@@ -74,7 +74,7 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
         extract_sample,
         visual_stage,
     )
-    from pipeline.job import open_output
+    from pipeline.job import open_output, unit_sizes
     from pipeline.ledger import Ledger
 
     table = read_manifest(manifest)
@@ -83,7 +83,7 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     ledger = Ledger(out)
     plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
     rows = plan.join(table, keys="clip_id").sort_by("position").to_pylist()
-    sizes = dict(zip(*[c.to_pylist() for c in plan.group_by("unit").aggregate([("clip_id", "count")]).columns]))
+    sizes = unit_sizes(plan)
     assembler = UnitAssembler(out_dir=out, job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
                               positions={r["clip_id"]: r["position"] for r in rows},
                               to_sample=extract_sample, to_index=extract_index)

@@ -24,10 +24,20 @@ from bench.common import PeakRss  # noqa: E402
 
 def run_sequential(src: Path, out: Path, config) -> dict:
     from pipeline.assemble import UnitAssembler
-    from pipeline.job import open_output
+    from pipeline.job import open_output, unit_sizes
     from pipeline.ledger import Ledger
-    from pipeline.synth_mix import (JOB, SOUND_TASKS_IN, SPEECH_TASKS_IN, mix_index, mix_sample, mix_stages,
-                                    plan_recipes, resolve_sources, source_contract, source_pool)
+    from pipeline.synth_mix import (
+        JOB,
+        SOUND_TASKS_IN,
+        SPEECH_TASKS_IN,
+        mix_index,
+        mix_sample,
+        mix_stages,
+        plan_recipes,
+        resolve_sources,
+        source_contract,
+        source_pool,
+    )
 
     sources = resolve_sources([src])
     contract = source_contract(list(sources))
@@ -37,7 +47,7 @@ def run_sequential(src: Path, out: Path, config) -> dict:
     recipes = plan_recipes(out, speech, sound, config, contract.video_fps)
     ledger = Ledger(out)
     plan, _ = ledger.extend_plan(recipes["key"], config.shard_size)
-    sizes = dict(zip(*[c.to_pylist() for c in plan.group_by("unit").aggregate([("clip_id", "count")]).columns]))
+    sizes = unit_sizes(plan)
     rows = recipes.to_pylist()
     units = dict(zip(plan["clip_id"].to_pylist(), plan["unit"].to_pylist()))
     positions = dict(zip(plan["clip_id"].to_pylist(), plan["position"].to_pylist()))

@@ -79,7 +79,7 @@ def run_extract_cmd(
         cfg = load_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,
                                                   "latent.vae_dir": str(vae) if vae else None,
                                                   "shard_size": shard_size})
-        with row_progress("extract", total=0) as progress:
+        with row_progress("extract") as progress:
             report = run_extract(manifest=manifest, data_root=data_root, out_dir=out, config=cfg, address=address,
                                  progress=progress)
     except (ManifestError, ConfigError, ContractError, ModelDirError, FileNotFoundError, ValueError,
@@ -116,7 +116,7 @@ def run_synth_mix_cmd(
     try:
         cfg = load_config(SynthMixConfig, config, {"count": count, "seed": seed, "shard_size": shard_size,
                                                    "vae_dir": str(vae) if vae else None})
-        with row_progress("synth-mix", total=0) as progress:
+        with row_progress("synth-mix") as progress:
             report = run_synth_mix(speech_dirs=speech, sound_dirs=sound, out_dir=out, config=cfg, address=address,
                                    progress=progress)
     except (ConfigError, ContractError, FileNotFoundError, ValueError, OutputBusy) as e:

@@ -13,13 +13,13 @@ console = Console(stderr=True)
 
 
 @contextmanager
-def row_progress(description: str, total: int) -> Iterator[Any]:
+def row_progress(description: str) -> Iterator[Any]:
     """Yields a callback for job progress events ({"rows_done", "units_written", ...})."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                TextColumn("{task.fields[shards]} shards"), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total, shards=0, rate="")
+        task = progress.add_task(description, total=None, shards=0, rate="")
 
         def update(event: dict[str, Any]) -> None:
             elapsed = progress.tasks[task].elapsed or 0

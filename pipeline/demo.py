@@ -26,7 +26,7 @@ def run_demo(work: Path) -> dict:
         make_tiny_clip(clip_dir)
     console.rule("[bold]1/5 extract")
     config = ExtractConfig(visual=VisualConfig(model_dir=str(clip_dir)), shard_size=8)
-    with row_progress("extract", total=0) as progress:
+    with row_progress("extract") as progress:
         report = run_extract(manifest=corpus / "manifest.parquet", data_root=corpus, out_dir=work / "extract",
                              config=config, progress=progress)
     print_summary(report)
@@ -34,7 +34,7 @@ def run_demo(work: Path) -> dict:
     plot = plot_sample(describe_sample(work / "extract", None), work / "extract" / "sample.png")
 
     console.rule("[bold]2/5 synth-mix")
-    with row_progress("synth-mix", total=0) as progress:
+    with row_progress("synth-mix") as progress:
         mix_report = run_synth_mix(speech_dirs=[work / "extract"], sound_dirs=[work / "extract"],
                                    out_dir=work / "mix", config=SynthMixConfig(count=24, shard_size=8),
                                    progress=progress)

@@ -93,16 +93,16 @@ def _run_locked(spec: JobSpec, started: float, *, address, progress, max_units) 
         raise ValueError(f"the input no longer holds rows planned for unfinished units {missing[:5]} "
                          f"(rows removed?). Restore them, or start a new --out folder.")
     todo = _pending_rows(spec.rows, plan, done)
-    unit_sizes = _unit_sizes(plan)
+    sizes = unit_sizes(plan)
     stats = {"rows_total": spec.rows.num_rows, "rows_planned_new": added, "rows_todo": todo.num_rows,
-             "units_total": len(unit_sizes), "units_done_before": len(done), "where": None}
+             "units_total": len(sizes), "units_done_before": len(done), "where": None}
     if todo.num_rows:
         from pipeline.ray_stages import batch_to_rows
         from pipeline.runtime import init_ray
 
         stats["where"] = init_ray(address)
         assembler = UnitAssembler(out_dir=spec.out_dir, job=spec.name, contract=spec.contract, ledger=ledger,
-                                  unit_sizes=unit_sizes,
+                                  unit_sizes=sizes,
                                   positions=dict(zip(todo["clip_id"].to_pylist(), todo["position"].to_pylist())),
                                   to_sample=spec.to_sample, to_index=spec.to_index)
         units_written = rows_processed = 0
@@ -133,7 +133,8 @@ def _pending_rows(rows: pa.Table, plan: pa.Table, done: set[int]) -> pa.Table:
     return todo.join(rows, keys="clip_id", join_type="inner").sort_by("position")
 
 
-def _unit_sizes(plan: pa.Table) -> dict[int, int]:
+def unit_sizes(plan: pa.Table) -> dict[int, int]:
+    """Rows planned per unit."""
     counts = plan.group_by("unit").aggregate([("clip_id", "count")])
     return dict(zip(counts["unit"].to_pylist(), counts["clip_id_count"].to_pylist()))
 

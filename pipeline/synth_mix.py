@@ -201,6 +201,9 @@ def run_synth_mix(*, speech_dirs: Sequence[Path], sound_dirs: Sequence[Path], ou
     return run_job(spec, address=address, progress=progress, max_units=max_units)
 
 
+LATENT_TOLERANCE = 2e-2  # float16 storage of a VAE encoder output re-run in another batch
+
+
 def rebuild_mixture(out_dir: Path, key: str, *, vae_dir: Optional[str] = None) -> dict[str, Any]:
     """Re-render one stored mixture from its recipe and sources and compare it with what the shard holds.
 
@@ -242,5 +245,3 @@ def rebuild_mixture(out_dir: Path, key: str, *, vae_dir: Optional[str] = None) -
             checks[f"{name}.npy"] = f"{'within tolerance' if ok else 'DIFFERENT'}: max |diff| {diff:.2e}"
     return {"key": key, "checks": checks, "ok": not any("DIFFERENT" in v for v in checks.values())}
 
-
-LATENT_TOLERANCE = 2e-2  # float16 storage of a VAE encoder output re-run in another batch
