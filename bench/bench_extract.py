@@ -65,8 +65,8 @@ def make_encoder(kind: str, models: Path) -> Path:
 def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     """The same stages and shard writer in one plain loop, no Ray."""
     from manifests.validate import read_manifest
-    from pipeline.assemble import UnitAssembler
-    from pipeline.extract import (
+    from pipeline.jobs.assemble import UnitAssembler
+    from pipeline.jobs.extract import (
         JOB,
         build_contract,
         cpu_stages,
@@ -74,8 +74,8 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
         extract_sample,
         visual_stage,
     )
-    from pipeline.job import open_output, unit_sizes
-    from pipeline.ledger import Ledger
+    from pipeline.jobs.ledger import Ledger
+    from pipeline.jobs.runner import open_output, unit_sizes
 
     table = read_manifest(manifest)
     contract = build_contract(config)
@@ -135,9 +135,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.config import ExtractConfig, VisualConfig
-    from pipeline.extract import run_extract
-    from pipeline.runtime import init_ray
-    from pipeline.sample_corpus import make_sample_corpus
+    from pipeline.demo.sample_corpus import make_sample_corpus
+    from pipeline.jobs.extract import run_extract
+    from pipeline.jobs.ray_exec import init_ray
 
     work = args.work
     corpus = work / "corpus"

@@ -23,13 +23,12 @@ from bench.common import PeakRss  # noqa: E402
 
 
 def run_sequential(src: Path, out: Path, config) -> dict:
-    from pipeline.assemble import UnitAssembler
-    from pipeline.job import open_output, unit_sizes
-    from pipeline.ledger import Ledger
-    from pipeline.synth_mix import (
+    from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
+    from pipeline.jobs.assemble import UnitAssembler
+    from pipeline.jobs.ledger import Ledger
+    from pipeline.jobs.runner import open_output, unit_sizes
+    from pipeline.jobs.synth_mix import (
         JOB,
-        SOUND_TASKS_IN,
-        SPEECH_TASKS_IN,
         mix_index,
         mix_sample,
         mix_stages,
@@ -41,8 +40,8 @@ def run_sequential(src: Path, out: Path, config) -> dict:
 
     sources = resolve_sources([src])
     contract = source_contract(list(sources))
-    speech = source_pool(sources, SPEECH_TASKS_IN, config.speech, drop_silent=False)
-    sound = source_pool(sources, SOUND_TASKS_IN, config.sound, drop_silent=True)
+    speech = source_pool(sources, SPEECH_SOURCE_TASKS, config.speech, drop_silent=False)
+    sound = source_pool(sources, SOUND_SOURCE_TASKS, config.sound, drop_silent=True)
     open_output(out, JOB, contract, config)
     recipes = plan_recipes(out, speech, sound, config, contract.video_fps)
     ledger = Ledger(out)
@@ -75,8 +74,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
 
-    from pipeline.runtime import init_ray
-    from pipeline.synth_mix import SynthMixConfig, run_synth_mix
+    from pipeline.jobs.ray_exec import init_ray
+    from pipeline.jobs.synth_mix import SynthMixConfig, run_synth_mix
 
     config = SynthMixConfig(count=args.count, shard_size=256)
     result = {"count": args.count, "sources": str(args.sources)}

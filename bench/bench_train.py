@@ -36,9 +36,9 @@ def ensure_data(work: Path, clips: int) -> Path:
     from bench_extract import make_encoder, make_manifest
 
     from pipeline.config import ExtractConfig, VisualConfig
-    from pipeline.extract import run_extract
-    from pipeline.runtime import init_ray
-    from pipeline.sample_corpus import make_sample_corpus
+    from pipeline.demo.sample_corpus import make_sample_corpus
+    from pipeline.jobs.extract import run_extract
+    from pipeline.jobs.ray_exec import init_ray
 
     out = work / f"train_data_{clips}"
     if (out / "index.parquet").exists():

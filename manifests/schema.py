@@ -18,9 +18,6 @@ import pyarrow.parquet as pq
 Seconds = float
 
 SCHEMA_VERSION = 1
-TASKS = ("v2s", "visual_tts", "tts", "joint")
-SPEECH_TASKS = frozenset({"visual_tts", "tts", "joint"})
-VIDEO_TASKS = frozenset({"v2s", "visual_tts", "joint"})
 # RE2 (pyarrow) reads `$` as end of text; in Python use CLIP_ID_PATTERN.fullmatch (`$` also matches before "\n").
 CLIP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 

@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.schema import CLIP_ID_PATTERN, MANIFEST_SCHEMA, REQUIRED_COLUMNS, SPEECH_TASKS, TASKS, VIDEO_TASKS
+from manifests.schema import CLIP_ID_PATTERN, MANIFEST_SCHEMA, REQUIRED_COLUMNS
+from manifests.tasks import SPEECH_TASKS, TASKS, VIDEO_TASKS
 
 MAX_LISTED = 10  # offending rows (or values) named per problem in an error message
 TIME_COLUMNS = ("start_s", "end_s", "speech_start_s", "speech_end_s")

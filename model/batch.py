@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from manifests.tasks import TASKS
+
 MEL_BANDS = 64
 MEL_PATCH = 4            # mel frames per audio frame: 100 frames/s -> 25 frames/s
-TASKS = ("v2s", "visual_tts", "tts", "joint")
 
 ArrayLike = np.ndarray | Tensor
 

@@ -38,7 +38,7 @@ from model.dit import VSSFlowDiT
 from model.flow import FlowMatching, cfg_velocity_fn, null_conditions
 from model.train import ema_weights, load_checkpoint
 from model.vocoder import load_vocoder, log_mel_bounds, mel_config_from_contract
-from stages.contract import ContractError, FeatureContract
+from stages.format.contract import ContractError, FeatureContract
 
 METHODS = ("euler", "heun")
 

@@ -63,7 +63,7 @@ from model.data import (
 )
 from model.dit import VSSFlowDiT, count_parameters
 from model.flow import FlowMatching, drop_conditions
-from stages.contract import ContractError, FeatureContract
+from stages.format.contract import ContractError, FeatureContract
 
 CHECKPOINT_FORMAT = 1
 LAST = "ckpt/last.pt"

@@ -10,9 +10,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.table import Table
 
-from pipeline.console import console
-from stages.contract import check_sample, read_dataset_json
-from stages.shard_io import iter_samples
+from pipeline.cli.common import console
+from stages.format.contract import check_sample, read_dataset_json
+from stages.format.shard_io import iter_samples
 
 
 def _counts(table, column: str) -> list[tuple[str, int]]:

@@ -39,9 +39,9 @@ import torch  # noqa: E402
 
 def prepare_data(work: Path, scale: int) -> Path:
     from pipeline.config import ExtractConfig, VisualConfig
-    from pipeline.extract import run_extract
-    from pipeline.runtime import init_ray
-    from pipeline.sample_corpus import make_sample_corpus
+    from pipeline.demo.sample_corpus import make_sample_corpus
+    from pipeline.jobs.extract import run_extract
+    from pipeline.jobs.ray_exec import init_ray
     from stages.visual import make_tiny_clip
 
     corpus, extract, clip = work / "corpus", work / "extract", work / "models" / "tiny-clip"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from manifests.schema import SPEECH_TASKS
+from manifests.tasks import SPEECH_TASKS
 from stages.base import Reject, Row, Stage
 
 Decibels = float

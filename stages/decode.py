@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from manifests.paths import PathEscapesRoot, resolve_under_root
-from manifests.schema import VIDEO_TASKS
+from manifests.tasks import VIDEO_TASKS
 from stages.base import Reject, Row, Stage
 
 Seconds = float

@@ -34,7 +34,7 @@ from stages.audio import (
     quantize_pcm16,
 )
 from stages.base import Reject, Row, Stage
-from stages.shard_io import ShardReader, decode_sample
+from stages.format.shard_io import ShardReader, decode_sample
 
 Seconds = float
 Decibels = float

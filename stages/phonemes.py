@@ -21,7 +21,7 @@ import threading
 import unicodedata
 from typing import Any, Optional
 
-from manifests.schema import SPEECH_TASKS, TASKS
+from manifests.tasks import SPEECH_TASKS, TASKS
 from stages.base import Reject, Row, Stage
 from stages.phone_vocab import PHONE_LETTERS, PUNCTUATION, PhoneVocab, UnknownSymbol, default_vocab
 

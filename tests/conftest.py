@@ -29,7 +29,7 @@ class Corpus:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Corpus:
-    from pipeline.sample_corpus import make_sample_corpus
+    from pipeline.demo.sample_corpus import make_sample_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     manifest = make_sample_corpus(root, seed=0, scale=1, include_bad=True)
@@ -66,7 +66,7 @@ def ray_session():
     """One embedded Ray on loopback, shared by every test that needs it."""
     import ray
 
-    from pipeline.runtime import init_ray
+    from pipeline.jobs.ray_exec import init_ray
 
     init_ray(None, num_cpus=2)
     yield ray
@@ -85,7 +85,7 @@ def extract_config(model_dir, **kw):
 @pytest.fixture(scope="session")
 def extracted(corpus, tiny_clip, ray_session, tmp_path_factory):
     """The sample corpus extracted once through Ray: (output folder, report). Tests must not modify it."""
-    from pipeline.extract import run_extract
+    from pipeline.jobs.extract import run_extract
 
     out = tmp_path_factory.mktemp("extract")
     report = run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out,

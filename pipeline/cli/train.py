@@ -1,0 +1,351 @@
+"""`pipeline run pretrain | finetune | generate`: the trainer's commands, and training on several workers through
+Ray Train.
+
+One process by default (the loop in model/train.py, with its own DataLoader workers). With --num-workers N the
+same loop runs in N Ray Train workers (`TorchTrainer`, torch.distributed with gloo on CPU or NCCL on GPUs, one GPU
+each with --use-gpu); rank 0 validates and writes RUN's checkpoints and metrics. On a multi-node cluster RUN and
+the data folders must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional
+
+import typer
+
+from pipeline.cli.common import console
+
+train_app = typer.Typer(help="Train VSSFlow on shards and generate audio with it.", no_args_is_help=True)
+
+JOBS = ("pretrain", "finetune")
+PATH_ARGS = frozenset({"data_dirs", "mix_dirs", "real_joint_dirs", "out", "init_ckpt"})
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ray Train
+
+
+def _ray_worker(loop_config: dict[str, Any]) -> None:
+    """Runs in each Ray Train worker: torch.distributed is initialised; the device is the one Ray gave us."""
+    import ray.train.torch
+
+    from model import train as trainer
+
+    kwargs = dict(loop_config["kwargs"])
+    kwargs["config"] = dataclasses.replace(kwargs["config"], device=str(ray.train.torch.get_device()))
+    getattr(trainer, f"run_{loop_config['job']}")(**kwargs)
+
+
+def run_distributed(job: str, *, num_workers: int, use_gpu: bool = False, address: Optional[str] = None,
+                    cpus_per_worker: Optional[float] = None,
+                    progress: Optional[Callable[[dict[str, Any]], None]] = None, **job_kwargs: Any) -> dict[str, Any]:
+    """Run model.train.run_<job>(**job_kwargs) in `num_workers` Ray Train workers; returns RUN/report.json.
+
+    Paths are made absolute (workers do not share the driver's working directory). cpus_per_worker: logical CPUs a
+    worker asks Ray for (None: Ray Train's default). While it runs, `progress` gets RUN/metrics.jsonl's new lines,
+    as the single-process loop would send them.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.jobs.ray_exec import init_ray
+
+    if job not in JOBS:
+        raise ValueError(f"job must be one of {JOBS}, got {job!r}")
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    kwargs = {k: _absolute(k, v) for k, v in job_kwargs.items()}
+    out = Path(kwargs["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    where = init_ray(address)
+    if where.startswith("embedded"):   # nothing will join a local Ray: fail now rather than wait for resources
+        import ray
+
+        have = ray.cluster_resources()
+        need = {"GPU": num_workers if use_gpu else 0,
+                "CPU": num_workers * (cpus_per_worker if cpus_per_worker is not None else (0 if use_gpu else 1))}
+        short = {k: f"{v:g} needed, {have.get(k, 0):g} here" for k, v in need.items() if v > have.get(k, 0)}
+        if short:
+            raise ValueError(f"the embedded Ray cannot host {num_workers} training workers: {short}")
+    trainer = TorchTrainer(_ray_worker, train_loop_config={"job": job, "kwargs": kwargs},
+                           scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                                        resources_per_worker=None if cpus_per_worker is None
+                                                        else {"CPU": cpus_per_worker}),
+                           run_config=RunConfig(storage_path=str(out / "ray"), name=job))
+    with _follow_metrics(out, kwargs["config"].steps, progress):
+        trainer.fit()
+    return json.loads((out / "report.json").read_text())
+
+
+def _absolute(name: str, value: Any) -> Any:
+    if name in PATH_ARGS and value is not None:
+        if isinstance(value, (list, tuple)):
+            return [str(Path(v).resolve()) for v in value]
+        return str(Path(value).resolve())
+    return value
+
+
+@contextmanager
+def _follow_metrics(out: Path, steps: int, progress) -> Iterator[None]:
+    """Feed `progress` from RUN/metrics.jsonl while Ray Train runs (the loop's callback cannot reach the driver)."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+    path = out / "metrics.jsonl"
+    start = path.stat().st_size if path.exists() else 0
+
+    def follow() -> None:
+        offset = start
+        while not stop.wait(1.0):
+            if not path.exists() or path.stat().st_size < offset:
+                offset = 0 if path.exists() else offset   # rewritten on resume: read it again
+                continue
+            with open(path) as f:
+                f.seek(offset)
+                chunk = f.read()
+            complete = chunk[: chunk.rfind("\n") + 1]
+            offset += len(complete.encode())
+            for line in complete.splitlines():
+                record = json.loads(line)
+                progress({"event": "eval" if "val_loss" in record else "log", "steps": steps, **record})
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What a person sees
+
+
+@contextmanager
+def train_progress(description: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[val]}"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=None, loss="-", val="", rate="")
+
+        def update(event: dict[str, Any]) -> None:
+            if event["event"] == "log":
+                progress.update(task, total=event["steps"], completed=event["step"], loss=f"{event['loss']:.4f}",
+                                rate=f"{event['steps_per_s']:.2f} steps/s, {event['samples_per_s']:.1f} samples/s")
+            elif event.get("val_loss") is not None:
+                progress.update(task, val=f"val {event['val_loss']:.4f}")
+
+        yield update
+
+
+def print_train_summary(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    def num(x, fmt=".4f"):
+        return "-" if x is None else format(x, fmt)
+
+    table = Table(title=f"{report['job']} -> {report['out']}", show_header=False, title_justify="left")
+    table.add_row("steps", f"{report['steps']}  (this run {report['steps_this_run']}, from {report['start_step']})")
+    table.add_row("loss", f"train {num(report['loss'])}, validation {num(report['val_loss'])}"
+                          + (f", validation (EMA) {num(report['val_loss_ema'])}" if report.get("val_loss_ema") else ""))
+    table.add_row("speed", f"{num(report['steps_per_s'], '.2f')} steps/s, {num(report['samples_per_s'], '.1f')} "
+                           f"samples/s, {num(report['data_wait_frac'] and 100 * report['data_wait_frac'], '.0f')}% "
+                           f"of the time waiting for data")
+    table.add_row("model", f"{report['parameters'] / 1e6:.2f}M parameters on {report['world_size']} x "
+                           f"{report['device']}")
+    table.add_row("data", report["sources"])
+    table.add_row("time", f"{report['wall_s']:.1f}s")
+    console.print(table)
+    console.print(f"checkpoint: {report['checkpoint']}   metrics: {report['metrics']}   "
+                  f"report: {Path(report['out']) / 'report.json'}")
+
+
+def _config(path: Optional[Path], overrides: dict[str, Any]):
+    from model.train import TrainConfig
+    from pipeline.config import load_config
+
+    return load_config(TrainConfig, path, overrides)
+
+
+def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **kwargs: Any) -> None:
+    from model.data import DataError
+    from model.train import TrainError, run_finetune, run_pretrain
+    from pipeline.config import ConfigError
+    from stages.format.contract import ContractError
+
+    try:
+        with train_progress(job) as progress:
+            if num_workers > 0:
+                report = run_distributed(job, num_workers=num_workers, use_gpu=use_gpu, address=address,
+                                         progress=progress, **kwargs)
+            else:
+                if use_gpu:
+                    import torch
+
+                    if not torch.cuda.is_available():
+                        fail("--use-gpu, but this process sees no CUDA device")
+                    kwargs["config"] = dataclasses.replace(kwargs["config"], device="cuda")
+                report = (run_pretrain if job == "pretrain" else run_finetune)(progress=progress, **kwargs)
+    except (DataError, TrainError, ContractError, ConfigError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    except Exception as e:  # noqa: BLE001 - Ray Train wraps a worker's error; show its message, not a driver trace
+        if type(e).__name__ in ("TrainingFailedError", "WorkerGroupError", "ControllerError"):
+            fail(f"training failed in a Ray worker: {e}")
+        raise
+    print_train_summary(report)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+@train_app.command("pretrain", epilog="""Examples:
+
+  pipeline run pretrain --data out/vggsound --data out/lrs2 --data out/libritts --out runs/pretrain
+
+  pipeline run pretrain --data out/sample --out runs/tiny --preset tiny --steps 500 --batch-size 8
+
+  pipeline run pretrain --data /mnt/a --data /mnt/b --out /mnt/runs/p --config train.yaml --num-workers 8 --use-gpu
+
+Re-running the same command resumes from RUN/ckpt/last.pt (raise --steps to train longer). The config file
+holds keys of model.train.TrainConfig (lr, warmup_steps, task_weights: {v2s: 1, visual_tts: 1, tts: 0.5}, ...).""")
+def pretrain_cmd(
+    data: List[Path] = typer.Option(..., help="Output folder of an extract job (repeat --data for several)."),
+    out: Path = typer.Option(..., help="Run folder: ckpt/last.pt, metrics.jsonl, report.json."),
+    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or base (the paper's; default)."),
+    steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default 100000)."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker (default 36)."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys."),
+    loader_workers: Optional[int] = typer.Option(None, help="DataLoader processes per training worker (default 2)."),
+    num_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process)."),
+    use_gpu: bool = typer.Option(False, help="One GPU per training worker (or this process's GPU)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster for --num-workers; "
+                                          "default: an embedded Ray."),
+) -> None:
+    """Joint pretraining on V2S, VisualTTS and TTS shards (task mix by sample count unless task_weights is set)."""
+    try:
+        cfg = _config(config, {"preset": preset, "steps": steps, "batch_size": batch_size,
+                               "num_workers": loader_workers})
+    except ValueError as e:
+        fail(str(e))
+    _train("pretrain", num_workers, use_gpu, address, data_dirs=list(data), out=out, config=cfg)
+
+
+@train_app.command("finetune", epilog="""Examples:
+
+  pipeline run finetune --init runs/pre/ckpt/last.pt --data out/mix --real-joint out/v2c --synthetic-ratio 0.7 \
+      --out runs/joint
+
+  pipeline run finetune --init runs/tiny/ckpt/last.pt --data out/mix --out runs/tj --steps 300 --video-frame-mask 0.1
+
+The network and audio normalisation come from --init; the optimiser and schedule start anew. Re-running resumes
+from RUN/ckpt/last.pt.""")
+def finetune_cmd(
+    init: Path = typer.Option(..., help="Pretraining checkpoint (RUN/ckpt/last.pt)."),
+    data: List[Path] = typer.Option(..., help="Output folder of a synth-mix job (repeat for several)."),
+    out: Path = typer.Option(..., help="Run folder of the fine-tuning."),
+    real_joint: List[Path] = typer.Option([], help="Folder with real joint clips (task 'joint'); repeatable."),
+    synthetic_ratio: float = typer.Option(0.5, help="Share of mixture samples in the stream (the rest: real joint)."),
+    video_frame_mask: Optional[float] = typer.Option(None, help="Probability of masking each video frame."),
+    steps: Optional[int] = typer.Option(None, help="Total optimisation steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys."),
+    loader_workers: Optional[int] = typer.Option(None, help="DataLoader processes per training worker."),
+    num_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process)."),
+    use_gpu: bool = typer.Option(False, help="One GPU per training worker (or this process's GPU)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster for --num-workers."),
+) -> None:
+    """Joint sound+speech fine-tuning on synthetic mixtures (and real joint clips) from a pretraining checkpoint."""
+    try:
+        cfg = _config(config, {"steps": steps, "batch_size": batch_size, "num_workers": loader_workers,
+                               "video_frame_mask_p": video_frame_mask})
+    except ValueError as e:
+        fail(str(e))
+    _train("finetune", num_workers, use_gpu, address, init_ckpt=init, mix_dirs=list(data),
+           real_joint_dirs=list(real_joint), synthetic_ratio=synthetic_ratio, out=out, config=cfg)
+
+
+@train_app.command("generate", epilog="""Examples:
+
+  pipeline run generate --ckpt runs/joint/ckpt/last.pt --video clip.mp4 --out clip.wav --mux clip_sound.mp4
+
+  pipeline run generate --ckpt runs/joint/ckpt/last.pt --video face.mp4 --transcript "Hello there." \
+      --speech-start 0.4 --speech-end 2.1 --out hello.wav --vocoder models/audioldm/vocoder
+
+  pipeline run generate --ckpt runs/tiny/ckpt/last.pt --transcript "Text only." --duration 3 --out tts.wav
+
+Conditions are extracted with the checkpoint's own feature contract (same encoder, vocabulary, rates). Without
+--vocoder the mel is inverted with Griffin-Lim.""")
+def generate_cmd(
+    ckpt: Path = typer.Option(..., help="Checkpoint (RUN/ckpt/last.pt)."),
+    out: Path = typer.Option(..., help="Output wav (16 kHz mono)."),
+    video: Optional[Path] = typer.Option(None, help="Silent video to generate sound (and speech) for."),
+    transcript: Optional[str] = typer.Option(None, help="Text to speak (VisualTTS with --video, TTS without)."),
+    speech_start: Optional[float] = typer.Option(None, help="Start of the speech in the clip (s)."),
+    speech_end: Optional[float] = typer.Option(None, help="End of the speech in the clip (s)."),
+    duration: Optional[float] = typer.Option(None, help="Seconds to generate (default: the video's length)."),
+    vocoder: Optional[Path] = typer.Option(None, help="Local SpeechT5HifiGan directory; default Griffin-Lim."),
+    mux: Optional[Path] = typer.Option(None, help="Also write the video with the generated sound (ffmpeg)."),
+    steps: int = typer.Option(25, help="Sampler steps."),
+    method: str = typer.Option("euler", help="euler or heun."),
+    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (1: none)."),
+    seed: int = typer.Option(0, help="Noise seed."),
+    visual_model: Optional[Path] = typer.Option(None, help="Visual encoder directory, if it moved since extract."),
+    vae: Optional[Path] = typer.Option(None, help="VAE directory for latent checkpoints, if it moved."),
+    ema: bool = typer.Option(True, help="Use the EMA weights when the checkpoint has them."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Generate 16 kHz audio for a video (V2S), a video and a transcript (VisualTTS), or a transcript (TTS)."""
+    from model.generate import GenerateError, generate, write_wav
+    from model.generate import mux as mux_video
+    from model.train import TrainError
+    from model.vocoder import VocoderError
+    from stages.format.contract import ContractError
+    from stages.visual import ModelDirError
+
+    if (speech_start is None) != (speech_end is None):
+        fail("give both --speech-start and --speech-end, or neither")
+    if mux is not None and video is None:
+        fail("--mux needs --video")
+    span = None if speech_start is None else (speech_start, speech_end)
+    try:
+        start = time.perf_counter()
+        with console.status("generating"):
+            wave, info = generate(ckpt, video, transcript=transcript, speech_span=span, duration=duration,
+                                  steps=steps, method=method, guidance=guidance, vocoder_dir=vocoder, seed=seed,
+                                  visual_model=visual_model, vae_dir=vae, device=device, use_ema=ema)
+            write_wav(out, wave, info["sample_rate"])
+            muxed = mux_video(video, out, mux) if mux is not None else None
+    except (GenerateError, ContractError, VocoderError, ModelDirError, TrainError, FileNotFoundError,
+            ValueError) as e:
+        fail(str(e))
+    for warning in info["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"{info['task']}: {info['duration_s']:.2f}s of audio -> {out}  ({info['steps']} {info['method']} "
+                  f"steps, guidance {info['guidance']}, vocoder {info['vocoder']['name']}, step "
+                  f"{info['checkpoint_step']}{' EMA' if info['ema'] else ''}, {time.perf_counter() - start:.1f}s)")
+    if muxed:
+        console.print(f"video: {muxed['path']} (picture {muxed['video']})")

@@ -1,0 +1,93 @@
+"""The driver side of a job: rows stream in, each finished unit becomes one shard plus its ledger entry.
+
+Rows of a unit are written in plan order, whatever order they arrived in, so shards are identical
+across runs. Every row ends in exactly one place: the unit's shard or its rejects.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pyarrow as pa
+
+from pipeline.jobs.ledger import Ledger
+from stages.base import Row, is_alive
+from stages.format.contract import FeatureContract, check_sample
+from stages.format.shard_io import AtomicShardWriter, sample_members
+
+REJECT_SCHEMA = pa.schema([("clip_id", pa.string()), ("unit", pa.int64()), ("stage", pa.string()),
+                           ("reason", pa.string()), ("detail", pa.string())])
+
+SampleFn = Callable[[Row], tuple[dict[str, Any], dict[str, Any], Optional[bytes]]]
+"""row -> (meta for K.json, arrays by member name, flac bytes)."""
+
+IndexFn = Callable[[Row, dict[str, Any]], dict[str, Any]]
+"""(row, meta) -> extra index columns."""
+
+
+def shard_name(job: str, unit: int) -> str:
+    return f"{job}-{unit:06d}.tar"
+
+
+class UnitAssembler:
+    def __init__(self, *, out_dir: Path, job: str, contract: FeatureContract, ledger: Ledger,
+                 unit_sizes: dict[int, int], positions: dict[str, int], to_sample: SampleFn, to_index: IndexFn):
+        self.out_dir, self.job, self.contract, self.ledger = Path(out_dir), job, contract, ledger
+        self.unit_sizes, self.positions = unit_sizes, positions
+        self.to_sample, self.to_index = to_sample, to_index
+        self.pending: dict[int, list[Row]] = collections.defaultdict(list)
+        self.rows_done = 0
+
+    def add(self, row: Row) -> Optional[dict[str, Any]]:
+        unit = int(row["unit"])
+        self.pending[unit].append(row)
+        if len(self.pending[unit]) < self.unit_sizes[unit]:
+            return None
+        return self._finish(unit, self.pending.pop(unit))
+
+    @property
+    def buffered_rows(self) -> int:
+        return sum(len(v) for v in self.pending.values())
+
+    def _finish(self, unit: int, rows: list[Row]) -> dict[str, Any]:
+        rows.sort(key=lambda r: self.positions[r["clip_id"]])
+        name = shard_name(self.job, unit)
+        index_rows, reject_rows = [], []
+        stage_seconds: collections.Counter = collections.Counter()
+        with AtomicShardWriter(self.out_dir / "shards" / name) as writer:
+            for row in rows:
+                for key, value in row.items():
+                    if key.startswith("t_") and value is not None:
+                        stage_seconds[key[2:]] += float(value)
+                if is_alive(row):
+                    meta, arrays, flac = self.to_sample(row)
+                    problems = check_sample(meta, arrays, self.contract)
+                    if problems:
+                        row.update(reject_stage="write", reject_reason="contract_violation",
+                                   reject_detail="; ".join(problems)[:2000])
+                    else:
+                        before = writer.bytes
+                        writer.write(sample_members(row["clip_id"], meta, arrays, flac))
+                        index_rows.append({"key": row["clip_id"], "shard": f"shards/{name}", "unit": unit,
+                                           **self.to_index(row, meta), "bytes": writer.bytes - before})
+                        continue
+                reject_rows.append({"clip_id": row["clip_id"], "unit": unit, "stage": row["reject_stage"],
+                                    "reason": row["reject_reason"], "detail": row.get("reject_detail") or ""})
+            shard_bytes = writer.bytes
+        summary = {
+            "unit": unit,
+            "shard": f"shards/{name}",
+            "rows": len(rows),
+            "kept": len(index_rows),
+            "rejected": len(reject_rows),
+            "bytes": shard_bytes,
+            "clip_seconds": sum(float(r.get("duration_s") or 0.0) for r in index_rows),
+            "stage_seconds": dict(stage_seconds),
+            "reasons": dict(collections.Counter(f"{r['stage']}/{r['reason']}" for r in reject_rows)),
+        }
+        self.ledger.record_unit(unit, pa.Table.from_pylist(index_rows),
+                                pa.Table.from_pylist(reject_rows, schema=REJECT_SCHEMA), summary)
+        self.rows_done += len(rows)
+        return summary

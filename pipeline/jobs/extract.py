@@ -1,0 +1,188 @@
+"""`pipeline run extract`: manifest -> feature shards, as a Ray Data streaming pipeline.
+
+Two placements of the same stages (config `visual.placement`):
+  split (default with GPUs): manifest rows (blocks of `rows_per_task`)
+      -> [decode -> audio -> phonemes]   CPU tasks
+      -> [visual encoder]                actor pool, a GPU each (models loaded once per actor)
+      -> [VAE latents]                   actor pool, only with --vae
+  fused (default without GPUs): one actor pool of CPU workers, each running every stage with its models
+      loaded once. Decoded frames never leave the worker: on CPU, shipping 150 kB frames through the object
+      store to a separate encoder process costs more than encoding them (BENCHMARKS.md).
+  Either way -> driver: rows grouped by unit -> one atomic shard per unit + ledger entry (pipeline/assemble.py).
+Work is processed in windows of units so memory stays bounded whatever the manifest size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pyarrow as pa
+
+from manifests.tasks import SPEECH_TASKS
+from manifests.validate import read_manifest
+from pipeline.config import ExtractConfig
+from pipeline.jobs.runner import JobSpec, run_job
+from stages.base import Row
+from stages.format.contract import ContractError, FeatureContract
+from stages.visual import check_model_dir
+
+JOB = "extract"
+
+
+def visual_info(config: ExtractConfig) -> dict[str, Any]:
+    """What the contract says about the encoder, read from its config.json (no weights loaded)."""
+    from transformers import CLIPVisionConfig
+
+    if not config.visual.model_dir:
+        raise ContractError("no visual model given: pass --visual-model DIR (a local CLIP directory in the "
+                            "Hugging Face layout), or set visual.model_dir in --config")
+    model_dir = check_model_dir(config.visual.model_dir, "visual model")
+    vision = CLIPVisionConfig.from_pretrained(str(model_dir), local_files_only=True)
+    return {"name": config.visual.encoder, "model_dir": str(model_dir.resolve()), "dim": int(vision.hidden_size),
+            "image_size": int(vision.image_size), "decode_size": config.decode.image_size,
+            "resize": "squash", "feature": "pooler_output", "precision": config.visual.precision,
+            "layers": int(vision.num_hidden_layers), "patch_size": int(vision.patch_size),
+            "random_init": bool(getattr(vision, "vssflow_random_init", False))}
+
+
+def build_contract(config: ExtractConfig) -> FeatureContract:
+    encoder = visual_info(config)
+    latent = None
+    if config.latent.vae_dir:
+        from stages.latent import latent_contract
+
+        latent = latent_contract(Path(config.latent.vae_dir))  # validates the directory, names the path
+    phonemes = phoneme_stage(config)
+    return FeatureContract(
+        sample_rate=config.decode.sample_rate, video_fps=config.decode.fps, video_dim=encoder["dim"],
+        video_encoder=encoder, mel=config.mel.to_dict(), phones=phonemes.vocab_dict(),
+        loudness=config.loudness.to_dict(), max_seconds=config.decode.max_seconds, latent=latent)
+
+
+def speech_span(row: Row) -> Optional[list[float]]:
+    """The speech span in clip time (0 = first sample of the clip), clipped to the clip."""
+    if row["task"] not in SPEECH_TASKS:
+        return None
+    start = float(row.get("start_s") or 0.0)
+    duration = float(row["duration_s"])
+    a = row.get("speech_start_s")
+    b = row.get("speech_end_s")
+    a = 0.0 if a is None else min(max(float(a) - start, 0.0), duration)
+    b = duration if b is None else min(max(float(b) - start, 0.0), duration)
+    return [a, b] if b > a else [0.0, duration]
+
+
+def extract_sample(row: Row):
+    meta = {
+        "clip_id": row["clip_id"], "task": row["task"], "dataset": row.get("dataset"), "split": row.get("split"),
+        "speaker": row.get("speaker"), "transcript": row.get("transcript"), "phonemes": row.get("phonemes"),
+        "speech_span_s": speech_span(row), "has_video": row.get("video") is not None,
+        "duration_s": row["duration_s"], "audio_duration_s": row.get("audio_duration_s"),
+        "video_duration_s": row.get("video_duration_s"), "cut": bool(row.get("cut")),
+        "source": {"video_path": row.get("video_path"), "audio_path": row.get("audio_path"),
+                   "start_s": row.get("start_s"), "end_s": row.get("end_s"),
+                   "sample_rate": row.get("source_sample_rate"), "channels": row.get("source_channels")},
+        "loudness_lufs": row.get("loudness_lufs"), "gain_db": row.get("gain_db"),
+        "peak_limited": bool(row.get("peak_limited")), "silent": bool(row.get("silent")),
+    }
+    if meta["loudness_lufs"] is not None and not math.isfinite(meta["loudness_lufs"]):
+        meta["loudness_lufs"] = None  # digital silence measures -inf; JSON has no infinities
+    arrays = {"video": row.get("video"), "mel": row.get("mel"), "latent": row.get("latent"),
+              "phones": row.get("phone_ids")}
+    return meta, arrays, row.get("flac")
+
+
+def extract_index(row: Row, meta: dict) -> dict[str, Any]:
+    return {"task": meta["task"], "dataset": meta["dataset"], "split": meta["split"], "speaker": meta["speaker"],
+            "duration_s": meta["duration_s"], "has_video": meta["has_video"],
+            "n_video": 0 if row.get("video") is None else len(row["video"]), "n_mel": len(row["mel"]),
+            "n_phones": 0 if row.get("phone_ids") is None else len(row["phone_ids"]),
+            "loudness_lufs": meta["loudness_lufs"], "silent": meta["silent"], "cut": meta["cut"]}
+
+
+def phoneme_stage(config: ExtractConfig):
+    from stages.phonemes import PhonemeStage
+
+    p = config.phonemes
+    return PhonemeStage(language=p.language, with_stress=p.with_stress, max_chars=p.max_chars, espeak=p.espeak)
+
+
+def cpu_stages(config: ExtractConfig, data_root: Path) -> list:
+    from stages.audio import AudioFeatureStage
+    from stages.decode import DecodeStage
+
+    return [DecodeStage(data_root=str(data_root), config=config.decode),
+            AudioFeatureStage(mel=config.mel, loudness=config.loudness),
+            phoneme_stage(config)]
+
+
+def visual_stage(config: ExtractConfig, threads: Optional[int] = None):
+    from stages.visual import VisualEncoderStage
+
+    v = config.visual
+    return VisualEncoderStage(encoder=v.encoder, model_dir=v.model_dir, batch_frames=v.batch_frames,
+                              device=v.device, precision=v.precision, num_threads=v.num_threads or threads)
+
+
+def latent_stage(config: ExtractConfig):
+    from stages.latent import LatentStage
+
+    return LatentStage(vae_dir=config.latent.vae_dir, batch_size=config.latent.batch_size)
+
+
+def placement(config: ExtractConfig, gpus: int) -> str:
+    choice = config.visual.placement
+    if choice not in ("auto", "split", "fused"):
+        raise ValueError(f"visual.placement must be auto, split or fused, not {choice!r}")
+    return ("split" if gpus else "fused") if choice == "auto" else choice
+
+
+def build_dataset(rows: pa.Table, config: ExtractConfig, data_root: Path):
+    """The Ray Data graph over one window of pending rows."""
+    import ray
+
+    from pipeline.jobs.ray_exec import StageActor, cluster_gpus, run_stages
+
+    step = max(1, config.rows_per_task)
+    ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
+    gpus = cluster_gpus()
+    drop = ("audio", "frames")
+    if placement(config, gpus) == "fused":
+        threads = max(1, int(config.cpu_stage_cpus))
+        stages = cpu_stages(config, data_root) + [visual_stage(config, threads)]
+        if config.latent.vae_dir:
+            stages.append(latent_stage(config))
+        workers = config.cpu_workers or max(1, int(ray.cluster_resources().get("CPU", 1) / config.cpu_stage_cpus))
+        return ds.map_batches(StageActor, fn_constructor_kwargs={"stages": stages, "drop": drop}, batch_size=None,
+                              compute=ray.data.ActorPoolStrategy(size=workers),
+                              num_cpus=config.cpu_stage_cpus)
+    ds = ds.map_batches(run_stages, fn_kwargs={"stages": cpu_stages(config, data_root), "drop": ("audio",)},
+                        batch_size=None, num_cpus=config.cpu_stage_cpus)
+    node_cpus = int(ray.cluster_resources().get("CPU", 1))
+    # On a CPU-only cluster (split forced) the encoder asks for half a CPU so decode tasks keep running beside it.
+    resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_gpus": 0, "num_cpus": 0.5}
+    ds = ds.map_batches(StageActor, fn_constructor_kwargs={"stages": [visual_stage(config, None if gpus else node_cpus)],
+                                                           "drop": drop},
+                        batch_size=config.visual.rows_per_batch,
+                        compute=ray.data.ActorPoolStrategy(size=config.visual.actors or max(gpus, 1)), **resources)
+    if config.latent.vae_dir:
+        ds = ds.map_batches(StageActor, fn_constructor_kwargs={"stages": [latent_stage(config)], "drop": ()},
+                            batch_size=config.latent.batch_size, compute=ray.data.ActorPoolStrategy(size=1),
+                            **resources)
+    return ds
+
+
+def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: ExtractConfig,
+                address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
+                max_units: Optional[int] = None) -> dict[str, Any]:
+    """Run (or resume) an extract job; returns the report. `max_units` stops early (tests of resume)."""
+    rows = read_manifest(manifest)
+    data_root = Path(data_root).resolve()
+    if not data_root.is_dir():
+        raise FileNotFoundError(f"data root {data_root} is not a directory")
+    spec = JobSpec(name=JOB, out_dir=Path(out_dir), contract=build_contract(config), config=config, rows=rows,
+                   shard_size=config.shard_size, build_dataset=lambda window: build_dataset(window, config, data_root),
+                   to_sample=extract_sample, to_index=extract_index, source=str(manifest))
+    return run_job(spec, address=address, progress=progress, max_units=max_units)

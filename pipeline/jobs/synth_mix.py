@@ -1,0 +1,246 @@
+"""`pipeline run synth-mix`: extract outputs (speech + sound) -> mixture shards, as a Ray Data pipeline.
+
+The recipes are the job's input rows: sampled once on the driver (seeded per mixture) and kept in
+OUT/mixtures.parquet, so a re-run, a resume after kill -9 or a larger --count reuses exactly the same
+recipes and only renders what is missing. Rendering runs in an actor pool (shard indexes and mel
+filters built once per worker); VAE latents, when the sources have them, are re-derived from the mixed mel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
+from pipeline.jobs.ledger import atomic_write_parquet
+from pipeline.jobs.runner import JobSpec, open_output, run_job
+from stages.audio import LoudnessConfig, MelConfig
+from stages.base import Row
+from stages.format.contract import ContractError, FeatureContract, read_dataset_json
+from stages.mix import MixConfig, MixStage, pick_sources, sample_recipe
+
+JOB = "synth-mix"
+RECIPES_FILE = "mixtures.parquet"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceFilter:
+    datasets: Optional[list] = None
+    splits: Optional[list] = None
+    speakers: Optional[list] = None
+    min_seconds: Optional[float] = None
+    max_seconds: Optional[float] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthMixConfig:
+    mix: MixConfig = field(default_factory=MixConfig)
+    count: int = 1000
+    seed: int = 0
+    speech: SourceFilter = field(default_factory=SourceFilter)
+    sound: SourceFilter = field(default_factory=SourceFilter)
+    shard_size: int = 256
+    rows_per_task: int = 8
+    cpu_stage_cpus: float = 1.0
+    cpu_workers: Optional[int] = None
+    vae_dir: Optional[str] = None   # where the sources' VAE lives now (default: the path in their dataset.json)
+
+
+def resolve_sources(paths: Sequence[Path]) -> dict[Path, Optional[set]]:
+    """Output folders or single shards (OUT/shards/NAME.tar) -> {output folder: shard names or None for all}."""
+    sources: dict[Path, Optional[set]] = {}
+    for p in map(Path, paths):
+        if p.suffix == ".tar":
+            if not p.is_file():
+                raise FileNotFoundError(f"shard {p} not found")
+            folder = p.resolve().parent.parent
+            if sources.get(folder, set()) is not None:
+                sources.setdefault(folder, set()).add(f"shards/{p.name}")
+        else:
+            sources[p.resolve()] = None
+    return sources
+
+
+def source_contract(dirs: Sequence[Path]) -> FeatureContract:
+    """The one feature contract all sources share; mixing two contracts is refused before any work."""
+    contracts = []
+    for d in dirs:
+        contract, doc = read_dataset_json(Path(d))
+        if doc["job"] != "extract":
+            raise ContractError(f"{d} is a {doc['job']} output; synth-mix reads extract outputs")
+        contracts.append((Path(d), contract))
+    first_dir, first = contracts[0]
+    for d, c in contracts[1:]:
+        if c.feature_hash != first.feature_hash:
+            raise ContractError(f"sources {first_dir} and {d} were extracted with different features: "
+                                + "; ".join(first.differences(c)[:5]) + ". Mix only outputs of one feature contract.")
+    return first
+
+
+def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: SourceFilter, *,
+                drop_silent: bool) -> pa.Table:
+    """Index rows usable as sources, with absolute shard paths, in a stable order."""
+    tables = []
+    for d, shards in sources.items():
+        index = pq.read_table(d / "index.parquet")
+        if index.num_rows == 0:
+            continue
+        if shards is not None:
+            index = index.filter(pc.is_in(index["shard"], value_set=pa.array(sorted(shards))))
+        index = index.filter(pc.is_in(index["task"], value_set=pa.array(list(tasks))))
+        for column, allowed in (("dataset", filt.datasets), ("split", filt.splits), ("speaker", filt.speakers)):
+            if allowed:
+                index = index.filter(pc.is_in(index[column], value_set=pa.array(list(allowed))))
+        if filt.min_seconds is not None:
+            index = index.filter(pc.greater_equal(index["duration_s"], filt.min_seconds))
+        if filt.max_seconds is not None:
+            index = index.filter(pc.less_equal(index["duration_s"], filt.max_seconds))
+        if drop_silent:
+            index = index.filter(pc.invert(index["silent"]))
+        shards = pc.binary_join_element_wise(pa.scalar(str(d)), index["shard"], "/")
+        tables.append(index.select(["key", "task", "duration_s", "has_video"]).append_column("shard", shards))
+    if not tables:
+        return pa.table({"key": [], "task": [], "duration_s": [], "has_video": [], "shard": []})
+    return pa.concat_tables(tables).sort_by([("shard", "ascending"), ("key", "ascending")])
+
+
+def plan_recipes(out_dir: Path, speech: pa.Table, sound: pa.Table, config: SynthMixConfig, video_fps: float) -> pa.Table:
+    """Recipes 0..count-1: the ones already planned are read back, only new indices are sampled."""
+    path = out_dir / RECIPES_FILE
+    existing = pq.read_table(path) if path.is_file() else None
+    start = 0
+    if existing is not None:
+        seeds = set(existing["seed"].to_pylist())
+        if seeds != {config.seed}:
+            raise ValueError(f"{out_dir} holds mixtures of seed {sorted(seeds)}; use a new --out for seed {config.seed}")
+        start = existing.num_rows
+        if config.count < start:
+            raise ValueError(f"{out_dir} already plans {start} mixtures; --count can grow, not shrink")
+    if config.count > start and (speech.num_rows == 0 or sound.num_rows == 0):
+        raise ValueError(f"no sources to mix: {speech.num_rows} speech and {sound.num_rows} sound samples after "
+                         "filters (speech tasks: visual_tts, tts; sound: non-silent v2s)")
+    speech_rows, sound_rows = speech.to_pylist(), sound.to_pylist()
+    new = []
+    for i in range(start, config.count):
+        s, o = pick_sources(config.seed, i, len(speech_rows), len(sound_rows))
+        new.append(sample_recipe(seed=config.seed, index=i, speech=speech_rows[s], sound=sound_rows[o],
+                                 config=config.mix, video_fps=video_fps).to_dict())
+    if not new:
+        return existing
+    table = pa.Table.from_pylist(new)
+    if existing is not None:
+        table = pa.concat_tables([existing, table])
+    atomic_write_parquet(path, table)
+    return table
+
+
+def mix_sample(row: Row):
+    arrays = {"video": row.get("video"), "mel": row.get("mel"), "latent": row.get("latent"),
+              "phones": row.get("phone_ids")}
+    return json.loads(row["meta_json"]), arrays, row.get("flac")
+
+
+def mix_index(row: Row, meta: dict) -> dict[str, Any]:
+    recipe = meta["recipe"]
+    return {"task": "joint", "dataset": meta["dataset"], "split": meta["split"], "speaker": meta["speaker"],
+            "duration_s": meta["duration_s"], "has_video": True, "n_video": len(row["video"]),
+            "n_mel": len(row["mel"]), "n_phones": len(row["phone_ids"]), "loudness_lufs": meta["loudness_lufs"],
+            "silent": False, "cut": False, "mode": recipe["mode"], "snr_db": recipe["snr_db"],
+            "offset_s": recipe["offset_s"], "speech_key": recipe["speech_key"], "sound_key": recipe["sound_key"]}
+
+
+def mix_stages(contract: FeatureContract, config: SynthMixConfig) -> list:
+    mel = MelConfig(**{k: v for k, v in contract.mel.items() if k in MelConfig.__dataclass_fields__})
+    stages = [MixStage(mel=mel, loudness=LoudnessConfig(**contract.loudness), video_fps=contract.video_fps)]
+    if contract.latent:
+        from stages.latent import LatentStage
+
+        stages.append(LatentStage(vae_dir=config.vae_dir or contract.latent["vae_dir"]))
+    return stages
+
+
+def build_dataset(rows: pa.Table, contract: FeatureContract, config: SynthMixConfig):
+    import ray
+
+    from pipeline.jobs.ray_exec import StageActor
+
+    step = max(1, config.rows_per_task)
+    ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
+    workers = config.cpu_workers or max(1, int(ray.cluster_resources().get("CPU", 1) / config.cpu_stage_cpus))
+    return ds.map_batches(StageActor, fn_constructor_kwargs={"stages": mix_stages(contract, config),
+                                                             "drop": ("audio",)},
+                          batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers),
+                          num_cpus=config.cpu_stage_cpus)
+
+
+def run_synth_mix(*, speech_dirs: Sequence[Path], sound_dirs: Sequence[Path], out_dir: Path, config: SynthMixConfig,
+                  address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
+                  max_units: Optional[int] = None) -> dict[str, Any]:
+    out_dir = Path(out_dir)
+    speech_sources, sound_sources = resolve_sources(speech_dirs), resolve_sources(sound_dirs)
+    contract = source_contract([*speech_sources, *sound_sources])
+    if contract.latent and config.vae_dir is None and not Path(contract.latent["vae_dir"]).is_dir():
+        raise FileNotFoundError(f"the sources carry VAE latents but their VAE {contract.latent['vae_dir']} is not "
+                                "here: pass --vae DIR")
+    speech = source_pool(speech_sources, SPEECH_SOURCE_TASKS, config.speech, drop_silent=False)
+    sound = source_pool(sound_sources, SOUND_SOURCE_TASKS, config.sound, drop_silent=True)
+    open_output(out_dir, JOB, contract, config)  # refuse a foreign folder before writing recipes into it
+    recipes = plan_recipes(out_dir, speech, sound, config, contract.video_fps)
+    rows = recipes.append_column("clip_id", recipes["key"])
+    spec = JobSpec(name=JOB, out_dir=out_dir, contract=contract, config=config, rows=rows,
+                   shard_size=config.shard_size, build_dataset=lambda window: build_dataset(window, contract, config),
+                   to_sample=mix_sample, to_index=mix_index,
+                   source=json.dumps({"speech": [str(d) for d in speech_dirs], "sound": [str(d) for d in sound_dirs]}))
+    return run_job(spec, address=address, progress=progress, max_units=max_units)
+
+
+LATENT_TOLERANCE = 2e-2  # float16 storage of a VAE encoder output re-run in another batch
+
+
+def rebuild_mixture(out_dir: Path, key: str, *, vae_dir: Optional[str] = None) -> dict[str, Any]:
+    """Re-render one stored mixture from its recipe and sources and compare it with what the shard holds.
+
+    Waveform mixing, FLAC, mel (one process, same code), video and phonemes are deterministic and must be
+    identical; VAE latents go through a neural network and are compared within LATENT_TOLERANCE.
+    """
+    import numpy as np
+
+    from stages.format.shard_io import ShardReader, decode_sample
+    from stages.mix import MixRecipe
+
+    out_dir = Path(out_dir)
+    contract, _ = read_dataset_json(out_dir)
+    index = pq.read_table(out_dir / "index.parquet", columns=["key", "shard"])
+    match = index.filter(pc.equal(index["key"], key))
+    if match.num_rows == 0:
+        raise KeyError(f"no mixture {key!r} in {out_dir}/index.parquet")
+    stored = decode_sample(ShardReader().read(out_dir / match["shard"][0].as_py(), key))
+    recipe = MixRecipe.from_dict(stored["meta"]["recipe"])
+    row: Row = recipe.to_dict()
+    for stage in mix_stages(contract, SynthMixConfig(vae_dir=vae_dir)):
+        row = stage([row])[0]
+    if row["reject_reason"]:
+        raise ValueError(f"rebuild of {key} failed: {row['reject_stage']}/{row['reject_reason']}: {row['reject_detail']}")
+    meta, arrays, flac = mix_sample(row)
+    checks: dict[str, str] = {"json": "identical" if meta == stored["meta"] else "DIFFERENT",
+                              "audio.flac": "identical" if flac == stored["flac"] else "DIFFERENT"}
+    for name, array in arrays.items():
+        ref = stored["arrays"][name]
+        if array is None and ref is None:
+            continue
+        if array is None or ref is None or array.shape != ref.shape:
+            checks[f"{name}.npy"] = "DIFFERENT (shape)"
+        elif np.array_equal(array, ref):
+            checks[f"{name}.npy"] = "identical"
+        else:
+            diff = float(np.abs(array.astype(np.float32) - ref.astype(np.float32)).max())
+            ok = name == "latent" and diff <= LATENT_TOLERANCE
+            checks[f"{name}.npy"] = f"{'within tolerance' if ok else 'DIFFERENT'}: max |diff| {diff:.2e}"
+    return {"key": key, "checks": checks, "ok": not any("DIFFERENT" in v for v in checks.values())}
+

@@ -1,0 +1,224 @@
+"""Generation from a trained checkpoint: conditions by the extract stages, sampling, both vocoders, contract checks."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from model.batch import collate
+from model.generate import (
+    GenerateError,
+    _ffmpeg,
+    conditions_batch,
+    extract_conditions,
+    generate,
+    load_model,
+    sample_audio,
+)
+from model.train import TrainConfig, run_pretrain
+from model.vocoder import GriffinLimVocoder, HifiGanVocoder, VocoderError, make_tiny_vocoder, mel_config_from_contract
+from stages.audio import LogMel, MelConfig, decode_flac
+from stages.format.contract import ContractError, FeatureContract, read_dataset_json
+from stages.format.shard_io import iter_samples
+
+SR = 16000
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(extracted, tmp_path_factory) -> Path:
+    """A tiny model trained a few steps on the extracted corpus (enough to exercise generation, not to sound good)."""
+    out, _ = extracted
+    run = tmp_path_factory.mktemp("gen_run")
+    cfg = TrainConfig(preset="tiny", batch_size=4, steps=10, warmup_steps=2, lr=1e-3, num_workers=0, log_every=5,
+                      eval_every=1000, save_every=1000, ema_decay=0.9, val_samples=0)
+    run_pretrain([out], run, cfg)
+    return run / "ckpt" / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def tiny_vocoder(tmp_path_factory) -> Path:
+    return make_tiny_vocoder(tmp_path_factory.mktemp("models") / "tiny-hifigan")
+
+
+@pytest.fixture(scope="module")
+def media(corpus) -> dict[str, Path]:
+    rows = pq.read_table(corpus.manifest).to_pylist()
+    return {r["clip_id"]: corpus.root / r["video_path"] for r in rows if r.get("video_path")}
+
+
+def extracted_row(extracted, key: str) -> dict:
+    out, _ = extracted
+    return next(r for r in pq.read_table(out / "index.parquet").to_pylist() if r["key"] == key)
+
+
+def test_v2s_with_griffin_lim_gives_the_video_length(trained, media, extracted):
+    key = "v2s_bluetriangle_mp4_000"
+    wave, info = generate(trained, media[key], steps=4)
+    row = extracted_row(extracted, key)
+    assert wave.dtype == np.float32 and wave.ndim == 1 and np.isfinite(wave).all()
+    assert len(wave) == round(row["duration_s"] * SR) == info["n_samples"]
+    assert info["task"] == "v2s" and info["video_frames"] == row["n_video"]        # same frames as extract saw
+    assert info["vocoder"]["name"] == "griffin-lim" and info["ema"] and info["checkpoint_step"] == 10
+    assert np.abs(wave).max() > 0
+
+
+def test_visual_tts_with_a_tiny_hifigan_and_a_speech_span(trained, media, extracted, tiny_vocoder):
+    key = "visual_tts_enm3_mp4_000"
+    wave, info = generate(trained, media[key], transcript="Please bring the red cup.", speech_span=(0.5, 2.0),
+                          steps=2, method="heun", guidance=2.0, vocoder_dir=tiny_vocoder, seed=3)
+    assert len(wave) == round(extracted_row(extracted, key)["duration_s"] * SR) and np.isfinite(wave).all()
+    assert info["vocoder"] == {"name": "hifigan", "model_dir": str(tiny_vocoder), "random_init": True}
+    assert info["task"] == "visual_tts" and info["speech_span_s"] == [0.5, 2.0] and info["phonemes"]
+
+
+def test_transcript_is_stretched_over_the_requested_span(trained):
+    model, ckpt = load_model(trained)
+    contract = FeatureContract.from_dict(ckpt["contract"])
+    conds = extract_conditions(contract, None, transcript="Just some text.", speech_span=(0.4, 1.2), duration=2.0)
+    batch = conditions_batch(conds, model.cfg, hop_length=160)
+    assert conds["task"] == "tts" and conds["n_samples"] == 2 * SR and conds["video"] is None
+    spoken = torch.nonzero(batch["phones_track"][0]).flatten()
+    assert batch["phones_track"].shape == (1, 50) and spoken.min() == 10 and spoken.max() == 29   # 25 frames/s
+    assert batch["video_mask"].shape == (1, 0)
+
+    with pytest.raises(GenerateError, match="give a duration"):
+        extract_conditions(contract, None, transcript="No length.")
+    with pytest.raises(GenerateError, match="speech span"):
+        extract_conditions(contract, None, transcript="Late.", speech_span=(1.5, 2.5), duration=2.0)
+
+
+def test_text_to_speech_without_video(trained):
+    wave, info = generate(trained, None, transcript="Text only.", duration=1.5, steps=2, guidance=1.0)
+    assert len(wave) == 24000 and info["task"] == "tts" and info["video_frames"] == 0 and np.isfinite(wave).all()
+
+
+def test_encoder_vocabulary_or_vocoder_that_do_not_fit_are_refused(trained, media, tmp_path):
+    from stages.visual import make_tiny_clip
+
+    other_clip = make_tiny_clip(tmp_path / "wider-clip", hidden_size=48)
+    with pytest.raises(ContractError, match="dim: checkpoint 32, .* has 48"):
+        generate(trained, media["v2s_bluetriangle_mp4_000"], steps=1, visual_model=other_clip)
+
+    ckpt = torch.load(trained, weights_only=True)
+    ckpt["contract"]["phones"]["vocab"]["symbols"] = ckpt["contract"]["phones"]["vocab"]["symbols"][:-1]
+    torch.save(ckpt, tmp_path / "other-vocab.pt")
+    with pytest.raises(ContractError, match="phoneme vocabulary differs"):
+        generate(tmp_path / "other-vocab.pt", None, transcript="Hello.", duration=1.0, steps=1)
+
+    wrong_bands = make_tiny_vocoder(tmp_path / "voc80", mel=MelConfig(n_mels=80))
+    with pytest.raises(VocoderError, match="model_in_dim 80"):
+        generate(trained, None, transcript="Hello.", duration=1.0, steps=1, vocoder_dir=wrong_bands)
+    with pytest.raises(VocoderError, match="not found"):
+        generate(trained, None, transcript="Hello.", duration=1.0, steps=1, vocoder_dir=tmp_path / "nowhere")
+
+
+def test_griffin_lim_inverts_a_real_mel_on_its_timeline(extracted):
+    out, _ = extracted
+    sample = next(s for s in iter_samples(sorted((out / "shards").glob("*.tar"))) if s["meta"]["task"] == "tts")
+    wave, _ = decode_flac(sample["flac"])
+    mel_cfg = MelConfig()
+    mel = LogMel(mel_cfg)(wave)                                                    # [T, 64]
+    rebuilt = GriffinLimVocoder(mel_cfg)(mel)
+    assert rebuilt.shape == (len(mel) * 160,) and rebuilt.dtype == np.float32
+
+    def error(shift):
+        return float(np.abs(LogMel(mel_cfg)(np.roll(rebuilt, shift)) - mel)[5:-5].mean())
+
+    aligned = error(0)
+    assert aligned < error(-80) and aligned < error(80)                         # frame centres line up
+    assert aligned < 0.5 * float(np.abs(mel - mel.mean()).mean())
+
+
+def test_hifigan_wave_covers_the_mel_exactly(tiny_vocoder, extracted):
+    out, _ = extracted
+    contract = read_dataset_json(out)[0]
+    vocoder = HifiGanVocoder(tiny_vocoder, mel_config_from_contract(contract.mel))
+    wave = vocoder(np.full((37, 64), -5.0, dtype=np.float32))
+    assert wave.shape == (37 * 160,) and np.isfinite(wave).all()
+
+
+def test_sampling_is_seeded(trained):
+    model, _ = load_model(trained)
+    batch = collate([{"audio": np.zeros((12, 256)), "task": "v2s", "video": np.ones((5, model.cfg.video_dim))}])
+    cond = {k: batch[k] for k in ("phones_track", "video", "video_mask", "audio_mask")}
+    a, b, c = (sample_audio(model, cond, steps=3, seed=s) for s in (0, 0, 1))
+    assert a.shape == (1, 12, 256) and torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(GenerateError, match="method"):
+        sample_audio(model, cond, steps=1, method="rk4")
+
+
+def with_latents(out: Path, dst: Path, vae_dir: Path) -> Path:
+    """A copy of an extract output with VAE latents added by the extract's own LatentStage (as --vae would)."""
+    import dataclasses
+    import shutil
+
+    from stages.format.contract import write_dataset_json
+    from stages.format.shard_io import AtomicShardWriter, sample_members
+    from stages.latent import LatentStage, latent_contract
+
+    contract, doc = read_dataset_json(out)
+    stage = LatentStage(vae_dir=str(vae_dir))
+    for shard in sorted((out / "shards").glob("*.tar")):
+        samples = list(iter_samples([shard]))
+        rows = stage([{"mel": s["arrays"]["mel"]} for s in samples])
+        with AtomicShardWriter(dst / "shards" / shard.name) as writer:
+            for s, row in zip(samples, rows, strict=True):
+                writer.write(sample_members(s["key"], s["meta"], dict(s["arrays"], latent=row["latent"]), s["flac"]))
+    shutil.copy(out / "index.parquet", dst / "index.parquet")
+    write_dataset_json(dst, dataclasses.replace(contract, latent=latent_contract(vae_dir)), job=doc["job"],
+                       config=doc["config"])
+    return dst
+
+
+def test_latent_audio_trains_and_generates_through_the_vae(extracted, tiny_vae, tmp_path):
+    from model.data import SamplePrep
+
+    out, _ = extracted
+    latent_out = with_latents(out, tmp_path / "latent", tiny_vae)
+    contract = read_dataset_json(latent_out)[0]
+    decoded = next(iter_samples(sorted((latent_out / "shards").glob("*.tar"))))
+    sampled, mean = (SamplePrep(contract=contract, audio_repr="latent", latent_sample=flag)
+                     for flag in (True, False))
+    a, b = (sampled.raw_audio(decoded["arrays"], np.random.default_rng(s)) for s in (0, 1))
+    assert a.shape == (len(decoded["arrays"]["mel"]) // 4, 128) and not np.array_equal(a, b)
+    assert np.array_equal(mean.raw_audio(decoded["arrays"], np.random.default_rng(0)),
+                          decoded["arrays"]["latent"][:, :128].astype(np.float32))
+    with pytest.raises(ContractError, match="needs shards with VAE latents"):
+        SamplePrep(contract=read_dataset_json(out)[0], audio_repr="latent")
+
+    cfg = TrainConfig(preset="tiny", audio_repr="latent", batch_size=4, steps=3, warmup_steps=2, num_workers=0,
+                      log_every=1, val_samples=2, ema_decay=None)
+    summary = run_pretrain([latent_out], tmp_path / "run", cfg)
+    assert summary["model"]["audio_dim"] == 128 and np.isfinite(summary["loss"])
+    wave, info = generate(tmp_path / "run" / "ckpt" / "last.pt", None, transcript="Latent speech.", duration=1.2,
+                          steps=2)
+    assert len(wave) == round(1.2 * SR) and np.isfinite(wave).all() and info["task"] == "tts"
+
+
+def test_cli_generate_writes_the_wav_and_the_muxed_video(trained, media, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli.train import train_app
+
+    video = media["v2s_redcircle_rotated_000"]
+    wav, mp4 = tmp_path / "out.wav", tmp_path / "out.mp4"
+    result = CliRunner().invoke(train_app, ["generate", "--ckpt", str(trained), "--video", str(video), "--out",
+                                            str(wav), "--mux", str(mp4), "--steps", "2"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    data, rate = sf.read(wav)
+    assert rate == SR and len(data) == 2 * SR                                      # a 2 s clip
+    probe = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(mp4)], capture_output=True, text=True).stderr
+    assert "Video:" in probe and "Audio: aac" in probe
+
+    half = CliRunner().invoke(train_app, ["generate", "--ckpt", str(trained), "--video", str(video), "--out",
+                                          str(wav), "--speech-start", "0.2"], terminal_width=200)
+    assert half.exit_code == 1 and "--speech-end" in half.output

@@ -1,0 +1,88 @@
+"""The `pipeline` command as a user meets it: help with examples, clear failures, inspect and its plot."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from manifests.schema import Clip, write_manifest
+from pipeline.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["run", "extract"], ["manifest", "build"], ["inspect"],
+                                     ["sample-corpus"], ["demo"], ["make-test-models"]])
+def test_every_command_has_help_with_examples(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    if command not in ([], ["run"]):
+        assert "Example" in result.output, command
+
+
+def run_extract_cli(*args):
+    return runner.invoke(app, ["run", "extract", *map(str, args)])
+
+
+def test_missing_visual_model_fails_before_work_naming_the_path(corpus, tmp_path):
+    result = run_extract_cli("--manifest", corpus.manifest, "--data-root", corpus.root, "--out", tmp_path / "o",
+                             "--visual-model", tmp_path / "no-such-model")
+    assert result.exit_code == 1
+    assert "no-such-model" in result.output and "Hugging Face layout" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_visual_model_says_what_to_pass(corpus, tmp_path):
+    result = run_extract_cli("--manifest", corpus.manifest, "--data-root", corpus.root, "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "--visual-model" in result.output
+
+
+def test_duplicate_ids_and_unknown_tasks_stop_the_job_with_rows_named(tiny_clip, tmp_path):
+    manifest = write_manifest([Clip(clip_id="a", task="tts", audio_path="a.wav"),
+                               Clip(clip_id="a", task="tts", audio_path="b.wav"),
+                               Clip(clip_id="c", task="speech", audio_path="c.wav")], tmp_path / "m.parquet")
+    result = run_extract_cli("--manifest", manifest, "--data-root", tmp_path, "--out", tmp_path / "o",
+                             "--visual-model", tiny_clip)
+    assert result.exit_code == 1
+    assert "duplicate" in result.output.lower() and "'a'" in result.output or '"a"' in result.output \
+        or " a " in result.output
+    assert "speech" in result.output
+
+
+def test_missing_required_column(tiny_clip, tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"clip_id": ["a"]}), tmp_path / "m.parquet")
+    result = run_extract_cli("--manifest", tmp_path / "m.parquet", "--data-root", tmp_path, "--out", tmp_path / "o",
+                             "--visual-model", tiny_clip)
+    assert result.exit_code == 1 and "task" in result.output
+
+
+def test_unknown_config_key_is_an_error(corpus, tiny_clip, tmp_path):
+    (tmp_path / "c.yaml").write_text("visual:\n  batchframes: 3\n")
+    result = run_extract_cli("--manifest", corpus.manifest, "--data-root", corpus.root, "--out", tmp_path / "o",
+                             "--visual-model", tiny_clip, "--config", tmp_path / "c.yaml")
+    assert result.exit_code == 1 and "batchframes" in result.output
+
+
+def test_inspect_counts_one_sample_and_a_plot(extracted, tmp_path):
+    out, report = extracted
+    result = runner.invoke(app, ["inspect", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "RANDOM TEST ENCODER" in result.output and "decode/missing_file" in result.output
+    png = tmp_path / "s.png"
+    key = "visual_tts_enus_webmvp9_000"
+    result = runner.invoke(app, ["inspect", str(out), "--key", key, "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    assert "mel.npy" in result.output and "float16" in result.output and "contract" in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    result = runner.invoke(app, ["inspect", str(out), "--key", "nope"])
+    assert result.exit_code == 1 and "no sample 'nope'" in result.output
+
+
+def test_missing_vae_dir_fails_before_work(corpus, tiny_clip, tmp_path):
+    result = run_extract_cli("--manifest", corpus.manifest, "--data-root", corpus.root, "--out", tmp_path / "o",
+                             "--visual-model", tiny_clip, "--vae", tmp_path / "no-vae")
+    assert result.exit_code == 1 and "no-vae" in result.output
+    assert not (tmp_path / "o").exists()
