@@ -1,15 +1,39 @@
-"""What a person sees: a progress bar for long work and a short summary at the end of a job."""
+"""What every command shares: one console (stderr), one way to fail, progress for long work, a job's summary.
+
+A command fails with `fail(message)` or by raising a `PipelineError` inside `reported_errors()`: either way the
+person sees `error: MESSAGE` (what is wrong and what to do) and the process exits with the error's code, 2 for a
+usage error and 1 for a runtime failure. No traceback for an error we expected.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
+
+import typer
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from manifests.errors import PipelineError
+
 console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `error: MESSAGE` and exit with `code` (2: usage error, 1: runtime failure)."""
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn a PipelineError raised inside into `fail(str(error), error.exit_code)`."""
+    try:
+        yield
+    except PipelineError as e:
+        fail(str(e), e.exit_code)
 
 
 @contextmanager
