@@ -23,7 +23,9 @@ console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print `error: MESSAGE` and exit with `code` (2: usage error, 1: runtime failure)."""
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
