@@ -84,7 +84,7 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
     rows = plan.join(table, keys="clip_id").sort_by("position").to_pylist()
     sizes = unit_sizes(plan)
-    assembler = UnitAssembler(out_dir=out, job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
+    assembler = UnitAssembler(job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
                               positions={r["clip_id"]: r["position"] for r in rows},
                               to_sample=extract_sample, to_index=extract_index)
     stages = cpu_stages(config, data_root) + [visual_stage(config)]

@@ -50,7 +50,7 @@ def run_sequential(src: Path, out: Path, config) -> dict:
     rows = recipes.to_pylist()
     units = dict(zip(plan["clip_id"].to_pylist(), plan["unit"].to_pylist()))
     positions = dict(zip(plan["clip_id"].to_pylist(), plan["position"].to_pylist()))
-    assembler = UnitAssembler(out_dir=out, job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
+    assembler = UnitAssembler(job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
                               positions=positions, to_sample=mix_sample, to_index=mix_index)
     stages = mix_stages(contract, config)
     for i in range(0, len(rows), config.rows_per_task):

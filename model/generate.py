@@ -68,21 +68,15 @@ def load_model(ckpt_path: str | Path, *, use_ema: bool = True, device: str | tor
 
 def check_visual_encoder(contract: FeatureContract, model_dir: str | Path) -> None:
     """Refuse an encoder directory whose architecture differs from the one the training features came from."""
-    from transformers import CLIPVisionConfig
-
-    from stages.visual import check_model_dir
+    from stages.visual import describe_clip_dir
 
     expected = contract.video_encoder
-    path = check_model_dir(model_dir, "visual model")
-    vision = CLIPVisionConfig.from_pretrained(str(path), local_files_only=True)
-    found = {"dim": int(vision.hidden_size), "image_size": int(vision.image_size),
-             "layers": int(vision.num_hidden_layers), "patch_size": int(vision.patch_size),
-             "random_init": bool(getattr(vision, "vssflow_random_init", False))}
-    diffs = [f"{k}: checkpoint {expected[k]!r}, {path} has {v!r}" for k, v in found.items()
+    found = describe_clip_dir(model_dir)
+    diffs = [f"{k}: checkpoint {expected[k]!r}, {model_dir} has {v!r}" for k, v in found.items()
              if k in expected and expected[k] != v]
     if diffs:
-        raise ContractError(f"the visual encoder in {path} is not the one the checkpoint's features were made with "
-                            f"({'; '.join(diffs)}). Pass the encoder named in the checkpoint's contract "
+        raise ContractError(f"the visual encoder in {model_dir} is not the one the checkpoint's features were made "
+                            f"with ({'; '.join(diffs)}). Pass the encoder named in the checkpoint's contract "
                             f"({expected.get('name')} from {expected.get('model_dir')}).")
 
 

@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
+from pipeline.errors import ConfigError
 from stages.audio import LoudnessConfig, MelConfig
 from stages.decode import DecodeConfig
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from manifests.tasks import SPEECH_TASKS
 from stages.base import Reject, Row, Stage
+from stages.format import rates
 
 Decibels = float
 Lufs = float
@@ -39,11 +40,11 @@ LOUDNESS_MIN_SECONDS = 0.4  # BS.1770's gating block; shorter clips are measured
 class MelConfig:
     """Log-mel parameters of the AudioLDM 16 kHz VAE and its HiFi-GAN vocoder (DESIGN §5)."""
 
-    sample_rate: int = 16000
+    sample_rate: int = rates.SAMPLE_RATE
     n_fft: int = 1024
     win_length: int = 1024
-    hop_length: int = 160
-    n_mels: int = 64
+    hop_length: int = rates.MEL_HOP
+    n_mels: int = rates.MEL_BANDS
     f_min: float = 0.0
     f_max: float = 8000.0
     power: float = 1.0  # magnitude, not power

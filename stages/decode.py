@@ -17,14 +17,15 @@ import numpy as np
 from manifests.paths import PathEscapesRoot, resolve_under_root
 from manifests.tasks import VIDEO_TASKS
 from stages.base import Reject, Row, Stage
+from stages.format import rates
 
 Seconds = float
 
 
 @dataclass(frozen=True, kw_only=True)
 class DecodeConfig:
-    fps: float = 10.0
-    sample_rate: int = 16000
+    fps: float = rates.VIDEO_FPS
+    sample_rate: int = rates.SAMPLE_RATE
     image_size: int = 224          # frames are resized (squashed) to image_size x image_size in the decoder
     max_seconds: Seconds = 10.0    # longer clips are cut
     min_seconds: Seconds = 0.1     # shorter clips are rejected
@@ -118,11 +119,11 @@ class DecodeStage(Stage):
             raise Reject("too_short", f"usable span {max(duration, 0.0):.3f}s < {cfg.min_seconds}s "
                          f"(audio {audio_duration:.3f}s, video {video_duration}s, start {start}s)")
 
-        n_samples = int(math.floor(duration * cfg.sample_rate + 1e-6))
+        n_samples = rates.frames_in(duration, cfg.sample_rate)
         first = int(round(start * cfg.sample_rate))
         row["audio"] = np.ascontiguousarray(wave[first:first + n_samples], dtype=np.float32)
         if reader is not None:
-            n_frames = int(math.floor(duration * cfg.fps + 1e-6))
+            n_frames = rates.frames_in(duration, cfg.fps)
             times = start + np.arange(n_frames) / cfg.fps
             indices = frame_indices_at(times, frame_starts)
             try:

@@ -14,15 +14,16 @@ multiplied by the VAE's `scaling_factor` (recorded in `latent_contract` for the 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from stages.base import Reject, Row, Stage
+from stages.device import pick_device
+from stages.format import rates
+from stages.model_dir import ModelDirError, check_model_dir, read_model_config
 
-TIME_DOWNSAMPLE = 4  # mel frames per latent frame
 FREQ_DOWNSAMPLE = 4
 LATENT_CHANNELS = 8
 RANDOM_INIT_KEY = "_vssflow_random_init"  # set in config.json by make_tiny_vae; a leading "_" keeps diffusers quiet
@@ -35,25 +36,13 @@ _VALID_DIR_HINT = (
 
 
 def _check_vae_dir(model_dir: Path) -> tuple[dict[str, Any], Path]:
-    """Config and weight file of a VAE directory, or a clear error naming the path."""
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"VAE directory {model_dir} does not exist; {_VALID_DIR_HINT}")
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        nested = model_dir / "vae" / "config.json"
-        hint = f" (found {nested}: pass {model_dir / 'vae'})" if nested.is_file() else ""
-        raise FileNotFoundError(f"VAE directory {model_dir} has no config.json; {_VALID_DIR_HINT}{hint}")
-    weights = [model_dir / name for name in _WEIGHT_FILES if (model_dir / name).is_file()]
-    if not weights:
-        raise FileNotFoundError(f"VAE directory {model_dir} has no weights file; {_VALID_DIR_HINT}")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"VAE config {config_path} is unreadable ({e}); {_VALID_DIR_HINT}") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"VAE config {config_path} is not a JSON object; {_VALID_DIR_HINT}")
-    _check_interface(config, config_path)
-    return config, weights[0]
+    """Config and weight file of a VAE directory, or a ModelDirError naming the path."""
+    nested = model_dir / "vae" / "config.json"
+    hint = f" (found {nested}: pass {model_dir / 'vae'})" if nested.is_file() else ""
+    check_model_dir(model_dir, "VAE", _WEIGHT_FILES, hint=f"; {_VALID_DIR_HINT}{hint}")
+    config = read_model_config(model_dir, "VAE")
+    _check_interface(config, model_dir / "config.json")
+    return config, next(model_dir / name for name in _WEIGHT_FILES if (model_dir / name).is_file())
 
 
 def _check_interface(config: dict[str, Any], config_path: Path) -> None:
@@ -66,10 +55,10 @@ def _check_interface(config: dict[str, Any], config_path: Path) -> None:
     if config.get("latent_channels") != LATENT_CHANNELS:
         problems.append(f"latent_channels {config.get('latent_channels')} (need {LATENT_CHANNELS})")
     blocks = config.get("block_out_channels") or []
-    if 2 ** (len(blocks) - 1) != TIME_DOWNSAMPLE:
+    if 2 ** (len(blocks) - 1) != rates.MEL_PER_AUDIO_FRAME:
         problems.append(f"{len(blocks)} encoder blocks = {2 ** max(len(blocks) - 1, 0)}x down (need 3 blocks = 4x)")
     if problems:
-        raise ValueError(f"VAE config {config_path} does not fit the mel-VAE contract: {'; '.join(problems)}")
+        raise ModelDirError(f"VAE config {config_path} does not fit the mel-VAE contract: {'; '.join(problems)}")
 
 
 def load_vae(model_dir: str | Path):
@@ -81,7 +70,7 @@ def load_vae(model_dir: str | Path):
     try:
         vae = AutoencoderKL.from_pretrained(model_dir, local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"could not load the VAE from {model_dir}: {e}; {_VALID_DIR_HINT}") from e
+        raise ModelDirError(f"could not load the VAE from {model_dir}: {e}; {_VALID_DIR_HINT}") from e
     return vae.eval().requires_grad_(False)
 
 
@@ -113,7 +102,8 @@ def make_tiny_vae(out_dir: str | Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def latent_contract(vae_dir: str | Path, *, mel_frames_per_second: float = 100.0, n_mels: int = 64) -> dict[str, Any]:
+def latent_contract(vae_dir: str | Path, *, mel_frames_per_second: float = rates.MEL_FPS,
+                    n_mels: int = rates.MEL_BANDS) -> dict[str, Any]:
     """What `K.latent.npy` means, for `dataset.json`: rates, dims, layout, which VAE (path, weights hash, random?)."""
     vae_dir = Path(vae_dir)
     config, weights = _check_vae_dir(vae_dir)
@@ -124,14 +114,14 @@ def latent_contract(vae_dir: str | Path, *, mel_frames_per_second: float = 100.0
     freq_bins = n_mels // FREQ_DOWNSAMPLE
     channels = LATENT_CHANNELS * freq_bins
     return {
-        "fps": mel_frames_per_second / TIME_DOWNSAMPLE,
+        "fps": mel_frames_per_second / rates.MEL_PER_AUDIO_FRAME,
         "channels": channels,
         "stored_channels": 2 * channels,
         "dtype": "float16",
         "layout": LAYOUT,
         "latent_channels": LATENT_CHANNELS,
         "freq_bins": freq_bins,
-        "time_downsample": TIME_DOWNSAMPLE,
+        "time_downsample": rates.MEL_PER_AUDIO_FRAME,
         "mel_input": "natural-log mel as made by stages.audio.LogMel, unscaled",
         "scaling_factor": config.get("scaling_factor"),
         "scaled": False,
@@ -143,11 +133,6 @@ def latent_contract(vae_dir: str | Path, *, mel_frames_per_second: float = 100.0
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Encode / decode
-
-
-def latent_frames(num_mel_frames: int) -> int:
-    """Latent frames for a mel of `num_mel_frames`: floor(T / 4), the trailing T mod 4 frames are dropped."""
-    return num_mel_frames // TIME_DOWNSAMPLE
 
 
 def latent_to_frames(z):
@@ -166,8 +151,8 @@ def encode_mel(vae, mel):
     """Log-mel `[B, T, 64]` (torch, T a multiple of 4) -> (mean, logvar), each float32 `[B, T/4, 128]`."""
     import torch
 
-    if mel.shape[1] % TIME_DOWNSAMPLE:
-        raise ValueError(f"mel length {mel.shape[1]} is not a multiple of {TIME_DOWNSAMPLE}")
+    if mel.shape[1] % rates.MEL_PER_AUDIO_FRAME:
+        raise ValueError(f"mel length {mel.shape[1]} is not a multiple of {rates.MEL_PER_AUDIO_FRAME}")
     param = next(vae.parameters())
     with torch.inference_mode():
         x = mel.to(device=param.device, dtype=param.dtype)[:, None]  # [B, 1, T, 64]
@@ -224,19 +209,15 @@ class LatentStage(Stage):
         self._vae = None
 
     def setup(self) -> None:
-        import torch
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._vae = load_vae(self.vae_dir).to(device)
+        self._vae = load_vae(self.vae_dir).to(pick_device(self.device))
 
     def _check_row(self, row: Row) -> None:
         mel = np.asarray(row["mel"])
         if mel.ndim != 2 or mel.shape[1] % FREQ_DOWNSAMPLE:
             raise ValueError(f"expected mel [T, n_mels] with n_mels a multiple of 4, got shape {mel.shape}")
-        if mel.shape[0] < TIME_DOWNSAMPLE:
-            raise Reject("too_short", f"{mel.shape[0]} mel frames; a latent frame needs {TIME_DOWNSAMPLE}")
+        if mel.shape[0] < rates.MEL_PER_AUDIO_FRAME:
+            raise Reject("too_short", f"{mel.shape[0]} mel frames; a latent frame needs {rates.MEL_PER_AUDIO_FRAME}")
         if not np.isfinite(mel).all():
             raise Reject("bad_mel", "mel holds NaN or Inf")
 
@@ -251,7 +232,7 @@ class LatentStage(Stage):
         for row in rows:
             if row.get("reject_reason") is None:
                 t, n_mels = np.shape(row["mel"])
-                groups.setdefault((latent_frames(t) * TIME_DOWNSAMPLE, n_mels), []).append(row)
+                groups.setdefault((rates.audio_frames(t) * rates.MEL_PER_AUDIO_FRAME, n_mels), []).append(row)
         for (t, _), group in groups.items():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]

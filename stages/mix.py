@@ -34,6 +34,7 @@ from stages.audio import (
     quantize_pcm16,
 )
 from stages.base import Reject, Row, Stage
+from stages.format import rates
 from stages.format.shard_io import ShardReader, decode_sample
 
 Seconds = float
@@ -99,7 +100,7 @@ def sample_recipe(*, seed: int, index: int, speech: dict, sound: dict, config: M
     """speech/sound: index rows with key, shard (absolute), duration_s, has_video."""
     rng = np.random.default_rng([seed, index, 2])
     slack = sound["duration_s"] - speech["duration_s"]
-    steps = int(math.floor(slack * video_fps + 1e-6)) if slack > 0 else 0
+    steps = rates.frames_in(slack, video_fps) if slack > 0 else 0
     offset_s = int(rng.integers(0, steps + 1)) / video_fps
     snr_db = float(rng.uniform(config.snr_db_min, config.snr_db_max))
     weights = {m: w for m, w in config.mode_weights.items() if w > 0 and (speech["has_video"] or m == "sound_only")}
@@ -148,7 +149,7 @@ def render_mixture(recipe: MixRecipe, speech: dict, sound: dict, *, logmel: LogM
     duration = n_mix / rate
 
     sound_video = sound["arrays"]["video"]                                             # [T_so, D]
-    n_rows = int(math.floor(duration * video_fps + 1e-6))
+    n_rows = rates.frames_in(duration, video_fps)
     times = np.arange(n_rows) / video_fps
     video = sound_video[_source_rows(times, sound["meta"]["duration_s"], len(sound_video), video_fps)]  # [T_v, D]
     speech_video = speech["arrays"]["video"]

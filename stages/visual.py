@@ -16,51 +16,22 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from stages.base import Row, Stage
+from stages.device import cpu_supports_bf16, pick_device
+from stages.model_dir import check_model_dir
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
-class ModelDirError(FileNotFoundError):
-    """A model directory is missing or is not a Hugging Face model directory."""
+def describe_clip_dir(model_dir: str | os.PathLike) -> dict:
+    """The architecture of a CLIP directory as the feature contract records it, read from config.json alone."""
+    from transformers import CLIPVisionConfig
 
-
-def check_model_dir(model_dir: str | os.PathLike, what: str = "visual model") -> Path:
-    """Fail early, with the path and what a valid directory holds."""
-    path = Path(model_dir).expanduser()
-    if not path.is_dir():
-        raise ModelDirError(f"{what} directory not found: {path}. Pass a local directory in the Hugging Face layout "
-                            f"(config.json + model.safetensors); nothing is downloaded at run time.")
-    if not (path / "config.json").is_file():
-        raise ModelDirError(f"{what} directory {path} has no config.json: is it a Hugging Face model directory?")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise ModelDirError(f"{what} directory {path} has no weights ({', '.join(WEIGHT_FILES)})")
-    try:
-        json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise ModelDirError(f"{what} config {path / 'config.json'} is unreadable: {e}") from None
-    return path
-
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def cpu_supports_bf16() -> bool:
-    import torch
-
-    capability = torch.backends.cpu.get_cpu_capability().lower()
-    flags = ""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        pass
-    return "avx512" in capability and ("avx512_bf16" in flags or "amx_bf16" in flags)
+    path = check_model_dir(model_dir, "visual model")
+    vision = CLIPVisionConfig.from_pretrained(str(path), local_files_only=True)
+    return {"dim": int(vision.hidden_size), "image_size": int(vision.image_size),
+            "layers": int(vision.num_hidden_layers), "patch_size": int(vision.patch_size),
+            "random_init": bool(getattr(vision, "vssflow_random_init", False))}
 
 
 class ClipEncoder:

@@ -73,7 +73,7 @@ def run_extract_cmd(
     from pipeline.jobs.extract import run_extract
     from pipeline.jobs.runner import OutputBusy
     from stages.format.contract import ContractError
-    from stages.visual import ModelDirError
+    from stages.model_dir import ModelDirError
 
     try:
         cfg = load_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,

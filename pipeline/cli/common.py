@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator, NoReturn
 
 import typer
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table

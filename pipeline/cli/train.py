@@ -324,7 +324,7 @@ def generate_cmd(
     from model.train import TrainError
     from model.vocoder import VocoderError
     from stages.format.contract import ContractError
-    from stages.visual import ModelDirError
+    from stages.model_dir import ModelDirError
 
     if (speech_start is None) != (speech_end is None):
         fail("give both --speech-start and --speech-end, or neither")

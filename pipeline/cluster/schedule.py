@@ -25,8 +25,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from manifests.atomic import atomic_write_text
 from pipeline.cluster.submit import check_job_args, job_status, submit, utc_now
-from pipeline.jobs.ledger import atomic_write_bytes
+from pipeline.errors import ScheduleError
 
 SCHEMA_VERSION = 1
 DEFAULT_STORE = Path("~/.vssflow/schedules.json")
@@ -34,10 +35,6 @@ HISTORY = 200            # firings kept per schedule
 MISSED_COUNT_CAP = 10_000  # missed firings counted after downtime (a minutely cron over a week is 10,080)
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RUNNING = frozenset({"PENDING", "RUNNING"})
-
-
-class ScheduleError(ValueError):
-    pass
 
 
 def parse_cron(cron: str) -> str:
@@ -114,7 +111,7 @@ class ScheduleStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.read()
             yield data
-            atomic_write_bytes(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+            atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def add(self, name: str, cron: str, job: str, args: Sequence[str], *, tz: str = "UTC",
             now: Callable[[], datetime] = utc_now, replace: bool = False, check: bool = True) -> dict[str, Any]:

@@ -7,7 +7,6 @@ across runs. Every row ends in exactly one place: the unit's shard or its reject
 from __future__ import annotations
 
 import collections
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pyarrow as pa
@@ -15,6 +14,7 @@ import pyarrow as pa
 from pipeline.jobs.ledger import Ledger
 from stages.base import Row, is_alive
 from stages.format.contract import FeatureContract, check_sample
+from stages.format.layout import shard_entry
 from stages.format.shard_io import AtomicShardWriter, sample_members
 
 REJECT_SCHEMA = pa.schema([("clip_id", pa.string()), ("unit", pa.int64()), ("stage", pa.string()),
@@ -27,14 +27,10 @@ IndexFn = Callable[[Row, dict[str, Any]], dict[str, Any]]
 """(row, meta) -> extra index columns."""
 
 
-def shard_name(job: str, unit: int) -> str:
-    return f"{job}-{unit:06d}.tar"
-
-
 class UnitAssembler:
-    def __init__(self, *, out_dir: Path, job: str, contract: FeatureContract, ledger: Ledger,
+    def __init__(self, *, job: str, contract: FeatureContract, ledger: Ledger,
                  unit_sizes: dict[int, int], positions: dict[str, int], to_sample: SampleFn, to_index: IndexFn):
-        self.out_dir, self.job, self.contract, self.ledger = Path(out_dir), job, contract, ledger
+        self.job, self.contract, self.ledger = job, contract, ledger
         self.unit_sizes, self.positions = unit_sizes, positions
         self.to_sample, self.to_index = to_sample, to_index
         self.pending: dict[int, list[Row]] = collections.defaultdict(list)
@@ -53,10 +49,10 @@ class UnitAssembler:
 
     def _finish(self, unit: int, rows: list[Row]) -> dict[str, Any]:
         rows.sort(key=lambda r: self.positions[r["clip_id"]])
-        name = shard_name(self.job, unit)
+        entry = shard_entry(self.job, unit)
         index_rows, reject_rows = [], []
         stage_seconds: collections.Counter = collections.Counter()
-        with AtomicShardWriter(self.out_dir / "shards" / name) as writer:
+        with AtomicShardWriter(self.ledger.root / entry) as writer:
             for row in rows:
                 for key, value in row.items():
                     if key.startswith("t_") and value is not None:
@@ -70,7 +66,7 @@ class UnitAssembler:
                     else:
                         before = writer.bytes
                         writer.write(sample_members(row["clip_id"], meta, arrays, flac))
-                        index_rows.append({"key": row["clip_id"], "shard": f"shards/{name}", "unit": unit,
+                        index_rows.append({"key": row["clip_id"], "shard": entry, "unit": unit,
                                            **self.to_index(row, meta), "bytes": writer.bytes - before})
                         continue
                 reject_rows.append({"clip_id": row["clip_id"], "unit": unit, "stage": row["reject_stage"],
@@ -78,7 +74,7 @@ class UnitAssembler:
             shard_bytes = writer.bytes
         summary = {
             "unit": unit,
-            "shard": f"shards/{name}",
+            "shard": entry,
             "rows": len(rows),
             "kept": len(index_rows),
             "rejected": len(reject_rows),

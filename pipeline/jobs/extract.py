@@ -26,25 +26,19 @@ from pipeline.config import ExtractConfig
 from pipeline.jobs.runner import JobSpec, run_job
 from stages.base import Row
 from stages.format.contract import ContractError, FeatureContract
-from stages.visual import check_model_dir
+from stages.visual import describe_clip_dir
 
 JOB = "extract"
 
 
 def visual_info(config: ExtractConfig) -> dict[str, Any]:
     """What the contract says about the encoder, read from its config.json (no weights loaded)."""
-    from transformers import CLIPVisionConfig
-
     if not config.visual.model_dir:
         raise ContractError("no visual model given: pass --visual-model DIR (a local CLIP directory in the "
                             "Hugging Face layout), or set visual.model_dir in --config")
-    model_dir = check_model_dir(config.visual.model_dir, "visual model")
-    vision = CLIPVisionConfig.from_pretrained(str(model_dir), local_files_only=True)
-    return {"name": config.visual.encoder, "model_dir": str(model_dir.resolve()), "dim": int(vision.hidden_size),
-            "image_size": int(vision.image_size), "decode_size": config.decode.image_size,
-            "resize": "squash", "feature": "pooler_output", "precision": config.visual.precision,
-            "layers": int(vision.num_hidden_layers), "patch_size": int(vision.patch_size),
-            "random_init": bool(getattr(vision, "vssflow_random_init", False))}
+    return {"name": config.visual.encoder, "model_dir": str(Path(config.visual.model_dir).expanduser().resolve()),
+            "decode_size": config.decode.image_size, "resize": "squash", "feature": "pooler_output",
+            "precision": config.visual.precision, **describe_clip_dir(config.visual.model_dir)}
 
 
 def build_contract(config: ExtractConfig) -> FeatureContract:
@@ -53,7 +47,8 @@ def build_contract(config: ExtractConfig) -> FeatureContract:
     if config.latent.vae_dir:
         from stages.latent import latent_contract
 
-        latent = latent_contract(Path(config.latent.vae_dir))  # validates the directory, names the path
+        latent = latent_contract(Path(config.latent.vae_dir), mel_frames_per_second=config.mel.frames_per_second,
+                                 n_mels=config.mel.n_mels)  # validates the directory, names the path
     phonemes = phoneme_stage(config)
     return FeatureContract(
         sample_rate=config.decode.sample_rate, video_fps=config.decode.fps, video_dim=encoder["dim"],

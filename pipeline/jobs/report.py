@@ -14,8 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from manifests.atomic import atomic_write_parquet, atomic_write_text
 from pipeline.jobs.assemble import REJECT_SCHEMA
-from pipeline.jobs.ledger import Ledger, atomic_write_bytes, atomic_write_parquet
+from pipeline.jobs.ledger import Ledger
 from stages.format.contract import FeatureContract
 
 PACKAGES = ("torch", "torchaudio", "ray", "webdataset", "decord", "pyloudnorm", "phonemizer", "transformers",
@@ -43,8 +44,8 @@ def finish_job(*, out_dir: Path, job: str, ledger: Ledger, contract: FeatureCont
     out_dir = Path(out_dir)
     index = ledger.unit_tables("index")
     rejects = ledger.unit_tables("rejects")
-    atomic_write_parquet(out_dir / "index.parquet", index if index is not None else pa.table({"key": pa.array([], pa.string())}))
-    atomic_write_parquet(out_dir / "rejects.parquet", rejects if rejects is not None else REJECT_SCHEMA.empty_table())
+    atomic_write_parquet(ledger.index, index if index is not None else pa.table({"key": pa.array([], pa.string())}))
+    atomic_write_parquet(ledger.rejects, rejects if rejects is not None else REJECT_SCHEMA.empty_table())
 
     summaries = ledger.unit_summaries()
     wall_s = time.time() - started
@@ -87,7 +88,7 @@ def finish_job(*, out_dir: Path, job: str, ledger: Ledger, contract: FeatureCont
         "config": config,
         "versions": versions(),
     }
-    atomic_write_bytes(out_dir / "report.json", json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+    atomic_write_text(ledger.report, json.dumps(report, indent=2, sort_keys=True, default=str))
     ledger.append_run({"finished_at": report["finished_at"], "job": job, **report["this_run"],
                        "kept": kept, "rejected": rejected})
     return report

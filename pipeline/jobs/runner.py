@@ -19,10 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import config_hash, to_dict
+from pipeline.errors import OutputBusy
 from pipeline.jobs.assemble import IndexFn, SampleFn, UnitAssembler
 from pipeline.jobs.ledger import Ledger
 from pipeline.jobs.report import finish_job
 from stages.format.contract import ContractError, FeatureContract, read_dataset_json, write_dataset_json
+from stages.format.layout import OutputDir
 
 WINDOW_ROWS = 20_000  # rows handed to one Ray Data execution; bounds driver and object-store memory
 
@@ -44,7 +46,7 @@ class JobSpec:
 def open_output(out_dir: Path, job: str, contract: FeatureContract, config: Any) -> None:
     """A new folder gets dataset.json; an existing one must hold the same job made under the same contract."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "dataset.json").exists():
+    if OutputDir(out_dir).dataset_json.exists():
         existing, doc = read_dataset_json(out_dir)
         if doc.get("job") != job or existing.feature_hash != contract.feature_hash:
             diff = "; ".join(existing.differences(contract)[:5]) or f"job {doc.get('job')!r}"
@@ -66,20 +68,17 @@ def run_job(spec: JobSpec, *, address: Optional[str] = None, progress: Optional[
         lock.release()
 
 
-class OutputBusy(RuntimeError):
-    """Another run holds the output folder."""
-
-
 def output_lock(out_dir: Path):
     """One writer per output folder: a second run (a scheduled one, a manual re-run) fails fast instead of
     interleaving units. The lock is the OS's (flock), so a killed run leaves nothing to clean up."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(Path(out_dir) / "_work.lock"), timeout=0)
+    path = OutputDir(out_dir).lock
+    lock = FileLock(str(path), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise OutputBusy(f"another run is writing {out_dir} (lock {out_dir}/_work.lock); wait for it to finish, "
+        raise OutputBusy(f"another run is writing {out_dir} (lock {path}); wait for it to finish, "
                          "or use another --out") from None
     return lock
 
@@ -100,7 +99,7 @@ def _run_locked(spec: JobSpec, started: float, *, address, progress, max_units) 
         from pipeline.jobs.ray_exec import batch_to_rows, init_ray
 
         stats["where"] = init_ray(address)
-        assembler = UnitAssembler(out_dir=spec.out_dir, job=spec.name, contract=spec.contract, ledger=ledger,
+        assembler = UnitAssembler(job=spec.name, contract=spec.contract, ledger=ledger,
                                   unit_sizes=sizes,
                                   positions=dict(zip(todo["clip_id"].to_pylist(), todo["position"].to_pylist())),
                                   to_sample=spec.to_sample, to_index=spec.to_index)

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
 from pipeline.jobs.ledger import atomic_write_parquet
 from pipeline.jobs.runner import JobSpec, open_output, run_job
-from stages.audio import LoudnessConfig, MelConfig
+from stages.audio import LoudnessConfig
 from stages.base import Row
-from stages.format.contract import ContractError, FeatureContract, read_dataset_json
+from stages.format.contract import ContractError, FeatureContract, read_dataset_json, require_same
 from stages.mix import MixConfig, MixStage, pick_sources, sample_recipe
 
 JOB = "synth-mix"
@@ -74,13 +74,8 @@ def source_contract(dirs: Sequence[Path]) -> FeatureContract:
         contract, doc = read_dataset_json(Path(d))
         if doc["job"] != "extract":
             raise ContractError(f"{d} is a {doc['job']} output; synth-mix reads extract outputs")
-        contracts.append((Path(d), contract))
-    first_dir, first = contracts[0]
-    for d, c in contracts[1:]:
-        if c.feature_hash != first.feature_hash:
-            raise ContractError(f"sources {first_dir} and {d} were extracted with different features: "
-                                + "; ".join(first.differences(c)[:5]) + ". Mix only outputs of one feature contract.")
-    return first
+        contracts.append((f"source {d}", contract))
+    return require_same(contracts, "Mix only outputs of one feature contract.")
 
 
 def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: SourceFilter, *,
@@ -156,8 +151,7 @@ def mix_index(row: Row, meta: dict) -> dict[str, Any]:
 
 
 def mix_stages(contract: FeatureContract, config: SynthMixConfig) -> list:
-    mel = MelConfig(**{k: v for k, v in contract.mel.items() if k in MelConfig.__dataclass_fields__})
-    stages = [MixStage(mel=mel, loudness=LoudnessConfig(**contract.loudness), video_fps=contract.video_fps)]
+    stages = [MixStage(mel=contract.mel_config(), loudness=LoudnessConfig(**contract.loudness), video_fps=contract.video_fps)]
     if contract.latent:
         from stages.latent import LatentStage
 

@@ -1,8 +1,10 @@
-"""The shard contract: what every sample holds (DESIGN §4) and the feature contract in `dataset.json`.
+"""The feature contract in `dataset.json`, and the check every sample of a shard must pass.
 
-`FeatureContract` records rates, dims, dtypes, encoder and vocabulary; its `feature_hash` changes
-whenever a sample produced under it would differ. `check_sample` is the one validation used by the
-writers (what they write), by the trainer's loader (what it reads) and by tests.
+`FeatureContract` records rates, dims, dtypes, encoder and vocabulary; its `feature_hash` changes whenever a sample
+produced under it would differ. `check_sample` is the one validation used by the writers (what they write), by the
+trainer's loader (what it reads) and by tests. `require_same` is the one check that several folders (sources of a
+mixture, a trainer's data, an output folder and the run writing into it) share one contract. The shard members and
+rates are described in docs/design.md.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from manifests.atomic import atomic_write_text
+from manifests.errors import PipelineError
 from manifests.tasks import SPEECH_TASKS, TASKS
+from stages.format import rates
 
 CONTRACT_VERSION = 1
 DATASET_FILE = "dataset.json"
-FRAME_TOLERANCE = 1  # a clip of d seconds has floor(rate * d) rows, +-1
+AUDIO_REPRS = ("mel", "latent")   # what the model's audio sequence is made of
 
 MEMBERS = {
     "json": "metadata (task, dataset, split, speaker, transcript, phonemes, speech span, durations, sources, recipe)",
@@ -31,7 +36,7 @@ MEMBERS = {
 }
 
 
-class ContractError(ValueError):
+class ContractError(PipelineError, ValueError):
     """Data that does not honour its dataset.json, or two contracts that cannot be mixed."""
 
 
@@ -61,6 +66,28 @@ class FeatureContract:
     def vocab_size(self) -> int:
         return len(self.phones["vocab"]["symbols"])
 
+    @property
+    def audio_fps(self) -> float:
+        """Frames per second of the model's audio sequence (mel patches or VAE latent frames)."""
+        return rates.audio_fps(self.mel_fps)
+
+    def audio_dim(self, audio_repr: str) -> int:
+        """Channels of one audio frame: 4 mel frames patched together ("mel"), or the VAE's channels ("latent")."""
+        if audio_repr == "mel":
+            return rates.MEL_PER_AUDIO_FRAME * self.n_mels
+        if audio_repr == "latent":
+            if not self.latent:
+                raise ContractError("audio_repr 'latent' needs shards with VAE latents; these were extracted "
+                                    "without (re-extract with --vae, or use 'mel')")
+            return int(self.latent["channels"])
+        raise ContractError(f"audio_repr must be one of {AUDIO_REPRS}, got {audio_repr!r}")
+
+    def mel_config(self):
+        """The `stages.audio.MelConfig` the mel was made with (descriptive extra keys of the record ignored)."""
+        from stages.audio import MelConfig
+
+        return MelConfig(**{k: v for k, v in self.mel.items() if k in MelConfig.__dataclass_fields__})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -85,8 +112,32 @@ class FeatureContract:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def differences(self, other: "FeatureContract") -> list[str]:
-        a, b = self.identity(), other.identity()
+        """Dotted fields whose values differ, e.g. "video_encoder.dim: 32 != 768"."""
+        a, b = _flat(self.identity()), _flat(other.identity())
         return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def require_same(contracts: Sequence[tuple[str, "FeatureContract"]], advice: str) -> "FeatureContract":
+    """The one contract that every (where, contract) pair shares; a ContractError names the first two places that
+    differ, the fields that differ, and `advice` (what to do about it)."""
+    (first_where, first), *rest = contracts
+    for where, contract in rest:
+        if contract.feature_hash != first.feature_hash:
+            diff = first.differences(contract)
+            raise ContractError(
+                f"{first_where} and {where} hold different features (feature_hash {first.feature_hash} != "
+                f"{contract.feature_hash}); differing fields: {'; '.join(diff[:8])}"
+                + (f" (and {len(diff) - 8} more)" if len(diff) > 8 else "") + f". {advice}")
+    return first
 
 
 def write_dataset_json(out_dir: Path, contract: FeatureContract, *, job: str, config: dict) -> Path:
@@ -96,11 +147,7 @@ def write_dataset_json(out_dir: Path, contract: FeatureContract, *, job: str, co
         "contract": contract.to_dict(),
         "config": config,
     }
-    path = Path(out_dir) / DATASET_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(Path(out_dir) / DATASET_FILE, json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
 def read_dataset_json(out_dir: Path) -> tuple[FeatureContract, dict]:
@@ -115,7 +162,7 @@ def read_dataset_json(out_dir: Path) -> tuple[FeatureContract, dict]:
 
 
 def _rows_ok(n: int, duration_s: float, rate: float) -> bool:
-    return abs(n - int(np.floor(duration_s * rate + 1e-6))) <= FRAME_TOLERANCE
+    return abs(n - rates.frames_in(duration_s, rate)) <= rates.FRAME_TOLERANCE
 
 
 def check_sample(meta: dict, arrays: dict[str, Optional[np.ndarray]], contract: FeatureContract) -> list[str]:
@@ -169,8 +216,8 @@ def check_sample(meta: dict, arrays: dict[str, Optional[np.ndarray]], contract: 
             problems.append("latent: missing although the contract has latents")
         elif latent.shape[1] != 2 * contract.latent["channels"]:
             problems.append(f"latent: width {latent.shape[1]} != 2*{contract.latent['channels']}")
-        elif mel is not None and len(latent) != len(mel) // 4:
-            problems.append(f"latent: {len(latent)} frames != mel frames {len(mel)} // 4")
+        elif mel is not None and len(latent) != rates.audio_frames(len(mel)):
+            problems.append(f"latent: {len(latent)} frames != mel frames {len(mel)} // {rates.MEL_PER_AUDIO_FRAME}")
     elif arrays.get("latent") is not None:
         problems.append("latent: present although the contract has none")
 

@@ -14,6 +14,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
+from manifests.atomic import AtomicFile
+
 ARRAY_MEMBERS = ("video", "mel", "latent", "phones")
 
 
@@ -43,16 +45,15 @@ def sample_members(key: str, meta: dict[str, Any], arrays: dict[str, Optional[np
 
 
 class AtomicShardWriter:
-    """Write samples to `path` through a temporary file; `close()` renames it into place."""
+    """Write samples to `path` through a temporary file (manifests.atomic); `close()` renames it into place."""
 
     def __init__(self, path: str | os.PathLike):
         import webdataset as wds
 
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._file = open(self.tmp, "wb")
-        self._tar = wds.TarWriter(self._file, user="vssflow", group="vssflow", mode=0o444, mtime=0.0, encoder=False)
+        self._target = AtomicFile(self.path)
+        self._tar = wds.TarWriter(self._target.file, user="vssflow", group="vssflow", mode=0o444, mtime=0.0,
+                                  encoder=False)
         self.count = 0
         self.bytes = 0
 
@@ -62,14 +63,11 @@ class AtomicShardWriter:
 
     def close(self) -> Path:
         self._tar.close()
-        if not self._file.closed:
-            self._file.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self._target.commit()
 
     def abort(self) -> None:
         self._tar.close()
-        self.tmp.unlink(missing_ok=True)
+        self._target.abort()
 
     def __enter__(self):
         return self

@@ -20,6 +20,7 @@ from stages.latent import (
     load_vae,
     make_tiny_vae,
 )
+from stages.model_dir import ModelDirError
 
 
 @pytest.fixture(scope="module")
@@ -160,18 +161,18 @@ def test_missing_or_invalid_vae_dir_errors_name_the_path(vae_dir, tmp_path):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(vae_dir, corrupt)
     (corrupt / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="unreadable"):
+    with pytest.raises(ModelDirError, match="unreadable"):
         load_vae(corrupt)
 
     wrong = tmp_path / "wrong"
     shutil.copytree(vae_dir, wrong)
     config = json.loads((wrong / "config.json").read_text())
     (wrong / "config.json").write_text(json.dumps(config | {"in_channels": 3, "latent_channels": 4}))
-    with pytest.raises(ValueError, match="mel-VAE contract"):
+    with pytest.raises(ModelDirError, match="mel-VAE contract"):
         load_vae(wrong)
 
     truncated = tmp_path / "truncated"
     shutil.copytree(vae_dir, truncated)
     (truncated / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 16)
-    with pytest.raises(ValueError, match=str(truncated)):
+    with pytest.raises(ModelDirError, match=str(truncated)):
         load_vae(truncated)

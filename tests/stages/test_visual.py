@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from stages.visual import ClipEncoder, ModelDirError, VisualEncoderStage, check_model_dir, load_encoder
+from stages.model_dir import ModelDirError, check_model_dir
+from stages.visual import ClipEncoder, VisualEncoderStage, load_encoder
 
 
 def frames(n, seed):
