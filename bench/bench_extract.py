@@ -134,10 +134,10 @@ def main() -> None:
     parser.add_argument("--skip-sequential", action="store_true")
     args = parser.parse_args()
 
-    from pipeline.config import ExtractConfig, VisualConfig
     from pipeline.demo.sample_corpus import make_sample_corpus
-    from pipeline.jobs.extract import run_extract
+    from pipeline.jobs.extract import ExtractConfig, run_extract
     from pipeline.jobs.ray_exec import init_ray
+    from stages.visual import VisualConfig
 
     work = args.work
     corpus = work / "corpus"

@@ -35,10 +35,10 @@ def ensure_data(work: Path, clips: int) -> Path:
     """An extract output of `clips` sample-corpus clips (the extract job on an embedded Ray), made once."""
     from bench_extract import make_encoder, make_manifest
 
-    from pipeline.config import ExtractConfig, VisualConfig
     from pipeline.demo.sample_corpus import make_sample_corpus
-    from pipeline.jobs.extract import run_extract
+    from pipeline.jobs.extract import ExtractConfig, run_extract
     from pipeline.jobs.ray_exec import init_ray
+    from stages.visual import VisualConfig
 
     out = work / f"train_data_{clips}"
     if (out / "index.parquet").exists():

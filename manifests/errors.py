@@ -13,9 +13,10 @@ class PipelineError(Exception):
     """A failure with a message meant for the person who ran the command."""
 
     exit_code = 1
+    __str__ = Exception.__str__   # the message as written, also when a subclass is a KeyError (which quotes it)
 
 
-class UsageError(PipelineError):
+class UsageError(PipelineError, ValueError):
     """The command was asked for something it cannot do as given (bad option, config key, or input)."""
 
     exit_code = 2

@@ -1,6 +1,7 @@
-"""Job configuration: frozen dataclasses, loaded from YAML (`--config`) and overridden from the command line.
+"""Loading job configuration: frozen dataclasses, from YAML (`--config`) and overrides from the command line.
 
-Every default follows DESIGN.md §5; every value is recorded in `dataset.json` and `report.json`.
+Each config dataclass lives with what it configures (stages/*.py, pipeline/jobs/*.py, model/train.py); this module
+turns plain data into them, refusing unknown keys. Every value is recorded in `dataset.json` and `report.json`.
 """
 
 from __future__ import annotations
@@ -8,54 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from pipeline.errors import ConfigError
-from stages.audio import LoudnessConfig, MelConfig
-from stages.decode import DecodeConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class VisualConfig:
-    encoder: str = "clip"
-    model_dir: Optional[str] = None
-    batch_frames: int = 64          # frames per encoder forward pass
-    rows_per_batch: int = 8         # clips handed to one encoder call (frames of all of them are batched)
-    precision: str = "auto"         # auto: bf16 on GPU or a CPU with native bf16, else fp32
-    device: str = "auto"
-    num_threads: Optional[int] = None  # torch threads in a CPU encoder actor; None = every core of the node
-    actors: Optional[int] = None    # encoder actor pool size (split placement); None = one per GPU
-    placement: str = "auto"         # auto: "split" when the cluster has GPUs, else "fused" (see pipeline/extract.py)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LatentConfig:
-    vae_dir: Optional[str] = None   # a diffusers AutoencoderKL directory; None = no latents
-    batch_size: int = 8
-
-
-@dataclass(frozen=True, kw_only=True)
-class PhonemeConfig:
-    language: str = "en-us"
-    with_stress: bool = True
-    max_chars: int = 1000
-    espeak: str = "auto"            # auto | system | bundled (the espeakng-loader wheel: one release everywhere)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExtractConfig:
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    visual: VisualConfig = field(default_factory=VisualConfig)
-    mel: MelConfig = field(default_factory=MelConfig)
-    loudness: LoudnessConfig = field(default_factory=LoudnessConfig)
-    latent: LatentConfig = field(default_factory=LatentConfig)
-    phonemes: PhonemeConfig = field(default_factory=PhonemeConfig)
-    shard_size: int = 256           # rows per work unit; one unit = one shard
-    rows_per_task: int = 4          # rows per Ray call of the CPU stages (decode, audio, phonemes)
-    cpu_stage_cpus: float = 1.0     # logical CPUs one CPU-stage worker asks Ray for
-    cpu_workers: Optional[int] = None  # fused placement: worker actors; None = cluster CPUs / cpu_stage_cpus
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -76,7 +33,10 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = from_dict(hint, value, f"{where}.{key}" if where else key)
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # a config class refusing a value says why; name where it was
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

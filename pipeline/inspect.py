@@ -12,6 +12,7 @@ from rich.table import Table
 
 from pipeline.cli.common import console
 from stages.format.contract import check_sample, read_dataset_json
+from stages.format.layout import OutputDir, SampleNotFound
 from stages.format.shard_io import iter_samples
 
 
@@ -23,10 +24,10 @@ def _counts(table, column: str) -> list[tuple[str, int]]:
 
 
 def describe_output(out: Path) -> None:
-    out = Path(out)
-    contract, doc = read_dataset_json(out)
-    index = pq.read_table(out / "index.parquet")
-    rejects = pq.read_table(out / "rejects.parquet")
+    folder = OutputDir(out)
+    contract, doc = read_dataset_json(folder.root)
+    index = folder.read_index()
+    rejects = pq.read_table(folder.rejects)
     table = Table(title=f"{out}  ({doc['job']}, features {contract.feature_hash})", title_justify="left")
     table.add_column("what")
     table.add_column("value")
@@ -48,20 +49,17 @@ def describe_output(out: Path) -> None:
 
 
 def describe_sample(out: Path, key: Optional[str]) -> dict[str, Any]:
-    out = Path(out)
-    contract, _ = read_dataset_json(out)
-    index = pq.read_table(out / "index.parquet", columns=["key", "shard"])
-    if index.num_rows == 0:
-        raise KeyError(f"{out} holds no samples")
+    folder = OutputDir(out)
+    contract, _ = read_dataset_json(folder.root)
     if key is None:
+        index = folder.read_index(["key"])
+        if index.num_rows == 0:
+            raise SampleNotFound(f"{out} holds no samples")
         key = index["key"][0].as_py()
-    match = index.filter(pc.equal(index["key"], key))
-    if match.num_rows == 0:
-        raise KeyError(f"no sample {key!r} in {out}/index.parquet (see its 'key' column)")
-    shard = out / match["shard"][0].as_py()
+    shard = folder.find(key)
     sample = next((s for s in iter_samples([shard]) if s["key"] == key), None)
     if sample is None:
-        raise KeyError(f"{key} listed in index.parquet but not found in {shard}")
+        raise SampleNotFound(f"{key} listed in index.parquet but not found in {shard}")
     table = Table(title=f"sample {key}  ({shard.name})", show_header=False, title_justify="left")
     for name, array in sample["arrays"].items():
         if array is not None:

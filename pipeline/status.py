@@ -8,51 +8,34 @@ that is going on (or was killed) from the ledger (`_work/`: units planned and fi
 from __future__ import annotations
 
 import collections
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pyarrow.parquet as pq
+
+from stages.format.layout import NotAnOutput, OutputDir
 
 RUNS_SHOWN = 5
 
 
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _runs(work: Path) -> list[dict[str, Any]]:
-    path = work / "runs.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _units_planned(work: Path) -> int:
-    units: set[int] = set()
-    for plan in sorted(work.glob("plan-*.parquet")):
-        units.update(pq.read_table(plan, columns=["unit"])["unit"].to_pylist())
-    return len(units)
-
-
 def output_status(out: Path) -> dict[str, Any]:
     """Counts of a job output folder; FileNotFoundError when the folder holds no job output."""
-    out = Path(out)
-    work = out / "_work"
-    report = _read_json(out / "report.json")
-    dataset = _read_json(out / "dataset.json")
-    if report is None and not work.is_dir():
-        raise FileNotFoundError(f"{out} holds no job output (no report.json and no _work/ ledger)")
-    shard_files = sorted((out / "shards").glob("*.tar"))
+    folder = OutputDir(out)
+    report = folder.read_json(folder.report)
+    dataset = folder.read_json(folder.dataset_json)
+    ledger = folder.work.is_dir()
+    if report is None and not ledger:
+        raise NotAnOutput(f"{out} holds no job output (no report.json and no _work/ ledger)")
+    shard_files = folder.shard_files()
     rejects_by_reason: collections.Counter = collections.Counter()
-    if (out / "rejects.parquet").is_file():
-        rejects = pq.read_table(out / "rejects.parquet", columns=["stage", "reason"])
+    if folder.rejects.is_file():
+        rejects = pq.read_table(folder.rejects, columns=["stage", "reason"])
         rejects_by_reason.update(f"{s}/{r}" for s, r in zip(rejects["stage"].to_pylist(),
                                                             rejects["reason"].to_pylist()))
     counts = (report or {}).get("counts", {})
-    units_done = len(list((work / "units").glob("*.done.json"))) if work.is_dir() else None
-    units_planned = _units_planned(work) if work.is_dir() else None
-    runs = _runs(work)
+    units_done = len(folder.done_units()) if ledger else None
+    units_planned = len(set(folder.plan()["unit"].to_pylist())) if ledger else None
+    runs = folder.runs()
     return {
         "out": str(out),
         "job": (report or dataset or {}).get("job"),

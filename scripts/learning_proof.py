@@ -38,11 +38,10 @@ import torch  # noqa: E402
 
 
 def prepare_data(work: Path, scale: int) -> Path:
-    from pipeline.config import ExtractConfig, VisualConfig
     from pipeline.demo.sample_corpus import make_sample_corpus
-    from pipeline.jobs.extract import run_extract
+    from pipeline.jobs.extract import ExtractConfig, run_extract
     from pipeline.jobs.ray_exec import init_ray
-    from stages.visual import make_tiny_clip
+    from stages.visual import VisualConfig, make_tiny_clip
 
     corpus, extract, clip = work / "corpus", work / "extract", work / "models" / "tiny-clip"
     if not (corpus / "manifest.parquet").exists():

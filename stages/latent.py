@@ -14,8 +14,9 @@ multiplied by the VAE's `scaling_factor` (recorded in `latent_contract` for the 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
@@ -33,6 +34,12 @@ _VALID_DIR_HINT = (
     "a valid VAE directory is a diffusers AutoencoderKL in save_pretrained layout: config.json plus "
     "diffusion_pytorch_model.safetensors (or .bin), e.g. the `vae/` folder of an AudioLDM checkpoint"
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatentConfig:
+    vae_dir: Optional[str] = None   # a diffusers AutoencoderKL directory; None = no latents
+    batch_size: int = 8
 
 
 def _check_vae_dir(model_dir: Path) -> tuple[dict[str, Any], Path]:

@@ -19,6 +19,7 @@ import logging
 import re
 import threading
 import unicodedata
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from manifests.tasks import SPEECH_TASKS, TASKS
@@ -35,6 +36,14 @@ _SPACES = re.compile(r"\s+")
 
 _espeak_lock = threading.Lock()
 _espeak_info: Optional[dict[str, Any]] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhonemeConfig:
+    language: str = "en-us"
+    with_stress: bool = True
+    max_chars: int = 1000
+    espeak: str = "auto"            # auto | system | bundled (the espeakng-loader wheel: one release everywhere)
 
 
 def configure_espeak(source: str = "auto") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
@@ -32,6 +33,19 @@ def describe_clip_dir(model_dir: str | os.PathLike) -> dict:
     return {"dim": int(vision.hidden_size), "image_size": int(vision.image_size),
             "layers": int(vision.num_hidden_layers), "patch_size": int(vision.patch_size),
             "random_init": bool(getattr(vision, "vssflow_random_init", False))}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisualConfig:
+    encoder: str = "clip"
+    model_dir: Optional[str] = None
+    batch_frames: int = 64          # frames per encoder forward pass
+    rows_per_batch: int = 8         # clips handed to one encoder call (frames of all of them are batched)
+    precision: str = "auto"         # auto: bf16 on GPU or a CPU with native bf16, else fp32
+    device: str = "auto"
+    num_threads: Optional[int] = None  # torch threads in a CPU encoder actor; None = every core of the node
+    actors: Optional[int] = None    # encoder actor pool size (split placement); None = one per GPU
+    placement: str = "auto"         # auto: "split" when the cluster has GPUs, else "fused" (see pipeline/extract.py)
 
 
 class ClipEncoder:

@@ -77,7 +77,8 @@ SHARD_SIZE = 4
 
 
 def extract_config(model_dir, **kw):
-    from pipeline.config import ExtractConfig, VisualConfig
+    from pipeline.jobs.extract import ExtractConfig
+    from stages.visual import VisualConfig
 
     return ExtractConfig(visual=VisualConfig(model_dir=str(model_dir)), shard_size=SHARD_SIZE, **kw)
 

@@ -1,8 +1,8 @@
 """Cluster commands of `pipeline`: submit jobs, follow them, schedule them, and look at an output folder.
 
-`mount(app)` adds them to the main app: `submit`, `jobs`, `schedule`, `scheduler`, `status`. The commands are
-also importable one by one (`submit_cmd`, `jobs_app`, `schedule_app`, `scheduler_cmd`, `status_cmd`); `submit`
-and `schedule add` need PASS_THROUGH as their context settings so the job's own options reach the job.
+`submit`, `jobs`, `schedule`, `scheduler`, `status` (registered in pipeline/cli/app.py). `submit` and `schedule add`
+need PASS_THROUGH as their context settings so the job's own options reach the job; a job's arguments are checked
+with `pipeline.cli.run.check_job_args` before anything is sent or stored.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import asyncio
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 
-from pipeline.cli.common import console
+from manifests.errors import PipelineError
+from pipeline.cli.common import console, fail, reported_errors
+from pipeline.cli.run import check_job_args
 
 # Options the command does not know (the job's: --manifest, --out, ...) are passed on to the job.
 PASS_THROUGH = {"ignore_unknown_options": True}
@@ -27,20 +29,15 @@ jobs_app = typer.Typer(help="Follow jobs submitted to a cluster: status, logs, s
 schedule_app = typer.Typer(help="Run jobs on a cron schedule (fired by `pipeline scheduler`).", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
 def _client(address: Optional[str]):
     from pipeline.cluster.submit import job_client
 
     if not address:
-        _fail(f"no cluster address: pass --address http://HEAD:8265 or set {ADDRESS_ENV}")
+        fail(f"no cluster address: pass --address http://HEAD:8265 or set {ADDRESS_ENV}")
     try:
         return job_client(address)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        _fail(f"cannot reach the Ray job server at {address}: {e}")
+        fail(f"cannot reach the Ray job server at {address}: {e}")
 
 
 def _time(ms: Optional[int]) -> str:
@@ -69,18 +66,16 @@ def submit_cmd(
     tag: Optional[str] = typer.Option(None, help="Part of the submission id: a deliberate new run the same day."),
 ) -> None:
     """Run `pipeline run JOB ARGS` on a Ray cluster as a Ray job; prints the submission id."""
-    from pipeline.cluster.submit import check_job_args, submit, wait_for
+    from pipeline.cluster.submit import submit, wait_for
 
     args = list(args or [])
-    try:
+    with reported_errors():
         check_job_args(job, args)
-    except ValueError as e:
-        _fail(str(e))
     client = _client(address)
     try:
-        sub = submit(client, job, args, tag=tag, check=False)
+        sub = submit(client, job, args, tag=tag)
     except RuntimeError as e:
-        _fail(f"the cluster refused the job: {e}")
+        fail(f"the cluster refused the job: {e}")
     if sub.created:
         console.print(f"submitted {sub.submission_id}  (logs: pipeline jobs logs {sub.submission_id} --follow)")
     else:
@@ -90,7 +85,7 @@ def submit_cmd(
         try:
             status = wait_for(client, sub.submission_id, timeout_s=timeout_s, poll_s=5.0)
         except TimeoutError as e:
-            _fail(f"{e}; it goes on running (pipeline jobs stop {sub.submission_id} stops it)")
+            fail(f"{e}; it goes on running (pipeline jobs stop {sub.submission_id} stops it)")
         console.print(f"{sub.submission_id}: {status}")
         if status != "SUCCEEDED":
             console.print(client.get_job_logs(sub.submission_id)[-4000:], markup=False, highlight=False)
@@ -108,7 +103,7 @@ def jobs_status_cmd(
 
     info = find_job(_client(address), submission_id)
     if info is None:
-        _fail(f"no job {submission_id} on this cluster (`pipeline jobs list` shows them)")
+        fail(f"no job {submission_id} on this cluster (`pipeline jobs list` shows them)")
     console.print(f"[bold]{submission_id}[/]: {getattr(info.status, 'value', info.status)}")
     for label, value in (("message", info.message), ("started", _time(info.start_time)),
                          ("ended", _time(info.end_time)), ("entrypoint", info.entrypoint),
@@ -129,7 +124,7 @@ def jobs_logs_cmd(
 
     client = _client(address)
     if find_job(client, submission_id) is None:
-        _fail(f"no job {submission_id} on this cluster")
+        fail(f"no job {submission_id} on this cluster")
     if not follow:
         typer.echo(client.get_job_logs(submission_id), nl=False)
         return
@@ -151,7 +146,7 @@ def jobs_stop_cmd(
 
     client = _client(address)
     if find_job(client, submission_id) is None:
-        _fail(f"no job {submission_id} on this cluster")
+        fail(f"no job {submission_id} on this cluster")
     stopped = client.stop_job(submission_id)
     console.print(f"{submission_id}: {'stop requested' if stopped else 'not running'}")
 
@@ -195,12 +190,11 @@ def schedule_add_cmd(
     replace: bool = typer.Option(False, "--replace", help="Replace a schedule of the same name."),
 ) -> None:
     """Add a schedule: run `pipeline run JOB ARGS` at every cron time."""
-    from pipeline.cluster.schedule import ScheduleError, ScheduleStore, next_time
+    from pipeline.cluster.schedule import ScheduleStore, next_time
 
-    try:
-        entry = ScheduleStore(store).add(name, cron, job, list(args or []), tz=tz, replace=replace)
-    except ScheduleError as e:
-        _fail(str(e))
+    with reported_errors():
+        entry = ScheduleStore(store).add(name, cron, job, list(args or []), tz=tz, replace=replace,
+                                         check=check_job_args)
     first = next_time(entry["cron"], entry["tz"], datetime.fromisoformat(entry["created_at"]))
     console.print(f"schedule {name}: {job} at '{entry['cron']}' ({tz}); first firing {first.isoformat()}")
 
@@ -211,12 +205,10 @@ def schedule_list_cmd(store: Optional[Path] = typer.Option(None, help=STORE_HELP
     """Schedules with their next firing and last firing (time, submission id, status)."""
     import shlex
 
-    from pipeline.cluster.schedule import ScheduleError, ScheduleStore, from_iso, next_time
+    from pipeline.cluster.schedule import ScheduleStore, from_iso, next_time
 
-    try:
+    with reported_errors():
         schedules = ScheduleStore(store).list()
-    except ScheduleError as e:
-        _fail(str(e))
     if not schedules:
         console.print("no schedules")
     for s in schedules:
@@ -238,12 +230,10 @@ def schedule_remove_cmd(
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
 ) -> None:
     """Remove a schedule (jobs it submitted keep running)."""
-    from pipeline.cluster.schedule import ScheduleError, ScheduleStore
+    from pipeline.cluster.schedule import ScheduleStore
 
-    try:
+    with reported_errors():
         ScheduleStore(store).remove(name)
-    except ScheduleError as e:
-        _fail(str(e))
     console.print(f"removed schedule {name}")
 
 
@@ -264,11 +254,11 @@ def scheduler_cmd(
     poll_s: float = typer.Option(30.0, help="Seconds between passes."),
 ) -> None:
     """Submit scheduled jobs when they are due, recording each firing in the store."""
-    from pipeline.cluster.schedule import ScheduleError, ScheduleStore, run_scheduler
+    from pipeline.cluster.schedule import ScheduleStore, run_scheduler
     from pipeline.cluster.submit import job_client
 
     if not address:
-        _fail(f"no cluster address: pass --address http://HEAD:8265 or set {ADDRESS_ENV}")
+        fail(f"no cluster address: pass --address http://HEAD:8265 or set {ADDRESS_ENV}")
     schedules = ScheduleStore(store)
 
     def report(firing: dict) -> None:
@@ -284,11 +274,11 @@ def scheduler_cmd(
     console.print(f"scheduler: {schedules.path}, cluster {address}" + (", one pass" if once else ""))
     try:
         run_scheduler(schedules, lambda: job_client(address), once=once, poll_s=poll_s, report=report,
-                      on_error=on_error)
-    except ScheduleError as e:
-        _fail(str(e))
-    except Exception as e:  # --once: the pass could not run
-        _fail(f"scheduler pass failed: {e}")
+                      on_error=on_error, check=check_job_args)
+    except PipelineError as e:
+        fail(str(e), e.exit_code)
+    except Exception as e:  # noqa: BLE001 - --once: the pass could not run (the cluster is unreachable)
+        fail(f"scheduler pass failed: {e}")
 
 
 STATUS_EPILOG = """Examples:
@@ -305,20 +295,9 @@ def status_cmd(
     """Shards, rows, rejects by reason, progress of a running job, and the last runs."""
     from pipeline.status import output_status, print_status
 
-    try:
+    with reported_errors(FileNotFoundError):
         status = output_status(out)
-    except FileNotFoundError as e:
-        _fail(str(e))
     if as_json:
         typer.echo(json.dumps(status, indent=2, sort_keys=True, default=str))
     else:
         print_status(status, console)
-
-
-def mount(app: typer.Typer) -> None:
-    """Add submit, jobs, schedule, scheduler and status to the `pipeline` app."""
-    app.command("submit", context_settings=PASS_THROUGH, epilog=SUBMIT_EPILOG)(submit_cmd)
-    app.add_typer(jobs_app, name="jobs")
-    app.add_typer(schedule_app, name="schedule")
-    app.command("scheduler", epilog=SCHEDULER_EPILOG)(scheduler_cmd)
-    app.command("status", epilog=STATUS_EPILOG)(status_cmd)

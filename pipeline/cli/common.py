@@ -24,17 +24,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print `error: MESSAGE` and exit with `code` (2: usage error, 1: runtime failure)."""
     from rich.markup import escape
 
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line in logs
     raise typer.Exit(code)
 
 
 @contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn a PipelineError raised inside into `fail(str(error), error.exit_code)`."""
+def reported_errors(*also: type[BaseException]) -> Iterator[None]:
+    """Turn a PipelineError (or one of the `also` types, reported with exit code 1) raised inside into a message."""
     try:
         yield
     except PipelineError as e:
         fail(str(e), e.exit_code)
+    except also as e:
+        fail(str(e))
 
 
 @contextmanager

@@ -1,17 +1,12 @@
-"""`pipeline run pretrain | finetune | generate`: the trainer's commands, and training on several workers through
-Ray Train.
+"""`pipeline run pretrain | finetune | generate`: the trainer's commands.
 
-One process by default (the loop in model/train.py, with its own DataLoader workers). With --num-workers N the
-same loop runs in N Ray Train workers (`TorchTrainer`, torch.distributed with gloo on CPU or NCCL on GPUs, one GPU
-each with --use-gpu); rank 0 validates and writes RUN's checkpoints and metrics. On a multi-node cluster RUN and
-the data folders must be on storage every node sees.
+They parse options into a TrainConfig (model/train.py) and run the loop in this process, or in Ray Train workers
+with --num-workers (pipeline/train_launch.py); progress and a summary are shown here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,115 +14,12 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
-from pipeline.cli.common import console
+from pipeline.cli.common import console, fail, reported_errors
 
 train_app = typer.Typer(help="Train VSSFlow on shards and generate audio with it.", no_args_is_help=True)
 
-JOBS = ("pretrain", "finetune")
-PATH_ARGS = frozenset({"data_dirs", "mix_dirs", "real_joint_dirs", "out", "init_ckpt"})
-
-
-def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Ray Train
-
-
-def _ray_worker(loop_config: dict[str, Any]) -> None:
-    """Runs in each Ray Train worker: torch.distributed is initialised; the device is the one Ray gave us."""
-    import ray.train.torch
-
-    from model import train as trainer
-
-    kwargs = dict(loop_config["kwargs"])
-    kwargs["config"] = dataclasses.replace(kwargs["config"], device=str(ray.train.torch.get_device()))
-    getattr(trainer, f"run_{loop_config['job']}")(**kwargs)
-
-
-def run_distributed(job: str, *, num_workers: int, use_gpu: bool = False, address: Optional[str] = None,
-                    cpus_per_worker: Optional[float] = None,
-                    progress: Optional[Callable[[dict[str, Any]], None]] = None, **job_kwargs: Any) -> dict[str, Any]:
-    """Run model.train.run_<job>(**job_kwargs) in `num_workers` Ray Train workers; returns RUN/report.json.
-
-    Paths are made absolute (workers do not share the driver's working directory). cpus_per_worker: logical CPUs a
-    worker asks Ray for (None: Ray Train's default). While it runs, `progress` gets RUN/metrics.jsonl's new lines,
-    as the single-process loop would send them.
-    """
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from pipeline.jobs.ray_exec import init_ray
-
-    if job not in JOBS:
-        raise ValueError(f"job must be one of {JOBS}, got {job!r}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    kwargs = {k: _absolute(k, v) for k, v in job_kwargs.items()}
-    out = Path(kwargs["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    where = init_ray(address)
-    if where.startswith("embedded"):   # nothing will join a local Ray: fail now rather than wait for resources
-        import ray
-
-        have = ray.cluster_resources()
-        need = {"GPU": num_workers if use_gpu else 0,
-                "CPU": num_workers * (cpus_per_worker if cpus_per_worker is not None else (0 if use_gpu else 1))}
-        short = {k: f"{v:g} needed, {have.get(k, 0):g} here" for k, v in need.items() if v > have.get(k, 0)}
-        if short:
-            raise ValueError(f"the embedded Ray cannot host {num_workers} training workers: {short}")
-    trainer = TorchTrainer(_ray_worker, train_loop_config={"job": job, "kwargs": kwargs},
-                           scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                                        resources_per_worker=None if cpus_per_worker is None
-                                                        else {"CPU": cpus_per_worker}),
-                           run_config=RunConfig(storage_path=str(out / "ray"), name=job))
-    with _follow_metrics(out, kwargs["config"].steps, progress):
-        trainer.fit()
-    return json.loads((out / "report.json").read_text())
-
-
-def _absolute(name: str, value: Any) -> Any:
-    if name in PATH_ARGS and value is not None:
-        if isinstance(value, (list, tuple)):
-            return [str(Path(v).resolve()) for v in value]
-        return str(Path(value).resolve())
-    return value
-
-
-@contextmanager
-def _follow_metrics(out: Path, steps: int, progress) -> Iterator[None]:
-    """Feed `progress` from RUN/metrics.jsonl while Ray Train runs (the loop's callback cannot reach the driver)."""
-    if progress is None:
-        yield
-        return
-    stop = threading.Event()
-    path = out / "metrics.jsonl"
-    start = path.stat().st_size if path.exists() else 0
-
-    def follow() -> None:
-        offset = start
-        while not stop.wait(1.0):
-            if not path.exists() or path.stat().st_size < offset:
-                offset = 0 if path.exists() else offset   # rewritten on resume: read it again
-                continue
-            with open(path) as f:
-                f.seek(offset)
-                chunk = f.read()
-            complete = chunk[: chunk.rfind("\n") + 1]
-            offset += len(complete.encode())
-            for line in complete.splitlines():
-                record = json.loads(line)
-                progress({"event": "eval" if "val_loss" in record else "log", "steps": steps, **record})
-
-    thread = threading.Thread(target=follow, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+# Ray Train wraps a worker's exception in one of these; its message is what the person needs.
+RAY_TRAIN_FAILURES = ("TrainingFailedError", "WorkerGroupError", "ControllerError")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -191,13 +83,11 @@ def _config(path: Optional[Path], overrides: dict[str, Any]):
 
 
 def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **kwargs: Any) -> None:
-    from model.data import DataError
-    from model.train import TrainError, run_finetune, run_pretrain
-    from pipeline.config import ConfigError
-    from stages.format.contract import ContractError
+    from model.train import run_finetune, run_pretrain
+    from pipeline.train_launch import run_distributed
 
     try:
-        with train_progress(job) as progress:
+        with reported_errors(ValueError, FileNotFoundError), train_progress(job) as progress:
             if num_workers > 0:
                 report = run_distributed(job, num_workers=num_workers, use_gpu=use_gpu, address=address,
                                          progress=progress, **kwargs)
@@ -209,10 +99,8 @@ def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **
                         fail("--use-gpu, but this process sees no CUDA device")
                     kwargs["config"] = dataclasses.replace(kwargs["config"], device="cuda")
                 report = (run_pretrain if job == "pretrain" else run_finetune)(progress=progress, **kwargs)
-    except (DataError, TrainError, ContractError, ConfigError, FileNotFoundError, ValueError) as e:
-        fail(str(e))
     except Exception as e:  # noqa: BLE001 - Ray Train wraps a worker's error; show its message, not a driver trace
-        if type(e).__name__ in ("TrainingFailedError", "WorkerGroupError", "ControllerError"):
+        if type(e).__name__ in RAY_TRAIN_FAILURES:
             fail(f"training failed in a Ray worker: {e}")
         raise
     print_train_summary(report)
@@ -246,11 +134,9 @@ def pretrain_cmd(
                                           "default: an embedded Ray."),
 ) -> None:
     """Joint pretraining on V2S, VisualTTS and TTS shards (task mix by sample count unless task_weights is set)."""
-    try:
+    with reported_errors(ValueError):
         cfg = _config(config, {"preset": preset, "steps": steps, "batch_size": batch_size,
                                "num_workers": loader_workers})
-    except ValueError as e:
-        fail(str(e))
     _train("pretrain", num_workers, use_gpu, address, data_dirs=list(data), out=out, config=cfg)
 
 
@@ -279,11 +165,9 @@ def finetune_cmd(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster for --num-workers."),
 ) -> None:
     """Joint sound+speech fine-tuning on synthetic mixtures (and real joint clips) from a pretraining checkpoint."""
-    try:
+    with reported_errors(ValueError):
         cfg = _config(config, {"steps": steps, "batch_size": batch_size, "num_workers": loader_workers,
                                "video_frame_mask_p": video_frame_mask})
-    except ValueError as e:
-        fail(str(e))
     _train("finetune", num_workers, use_gpu, address, init_ckpt=init, mix_dirs=list(data),
            real_joint_dirs=list(real_joint), synthetic_ratio=synthetic_ratio, out=out, config=cfg)
 
@@ -319,29 +203,22 @@ def generate_cmd(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Generate 16 kHz audio for a video (V2S), a video and a transcript (VisualTTS), or a transcript (TTS)."""
-    from model.generate import GenerateError, generate, write_wav
+    from model.generate import generate, write_wav
     from model.generate import mux as mux_video
-    from model.train import TrainError
-    from model.vocoder import VocoderError
-    from stages.format.contract import ContractError
-    from stages.model_dir import ModelDirError
 
     if (speech_start is None) != (speech_end is None):
         fail("give both --speech-start and --speech-end, or neither")
     if mux is not None and video is None:
         fail("--mux needs --video")
     span = None if speech_start is None else (speech_start, speech_end)
-    try:
-        start = time.perf_counter()
+    start = time.perf_counter()
+    with reported_errors(ValueError, FileNotFoundError):
         with console.status("generating"):
             wave, info = generate(ckpt, video, transcript=transcript, speech_span=span, duration=duration,
                                   steps=steps, method=method, guidance=guidance, vocoder_dir=vocoder, seed=seed,
                                   visual_model=visual_model, vae_dir=vae, device=device, use_ema=ema)
             write_wav(out, wave, info["sample_rate"])
             muxed = mux_video(video, out, mux) if mux is not None else None
-    except (GenerateError, ContractError, VocoderError, ModelDirError, TrainError, FileNotFoundError,
-            ValueError) as e:
-        fail(str(e))
     for warning in info["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"{info['task']}: {info['duration_s']:.2f}s of audio -> {out}  ({info['steps']} {info['method']} "

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from manifests.atomic import atomic_write_text
-from pipeline.cluster.submit import check_job_args, job_status, submit, utc_now
-from pipeline.errors import ScheduleError
+from pipeline.cluster.submit import JobCheck, job_status, submit, utc_now
+from pipeline.errors import PipelineError, ScheduleError
 
 SCHEMA_VERSION = 1
 DEFAULT_STORE = Path("~/.vssflow/schedules.json")
@@ -114,16 +114,17 @@ class ScheduleStore:
             atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def add(self, name: str, cron: str, job: str, args: Sequence[str], *, tz: str = "UTC",
-            now: Callable[[], datetime] = utc_now, replace: bool = False, check: bool = True) -> dict[str, Any]:
+            now: Callable[[], datetime] = utc_now, replace: bool = False,
+            check: Optional[JobCheck] = None) -> dict[str, Any]:
         """Store a schedule; its first firing is the first cron time after now. `check` parses the job's args."""
         if not NAME.match(name):
             raise ScheduleError(f"schedule names use letters, digits, '_' and '-' (at most 64): {name!r}")
         cron = parse_cron(cron)
         parse_tz(tz)
-        if check:
+        if check is not None:
             try:
-                check_job_args(job, args)
-            except ValueError as e:
+                check(job, args)
+            except PipelineError as e:
                 raise ScheduleError(str(e)) from None
         with self.transaction() as data:
             if name in data["schedules"] and not replace:
@@ -157,7 +158,8 @@ def _refresh_last_run(entry: dict[str, Any], client) -> Optional[dict[str, Any]]
     return None
 
 
-def fire_due(entry: dict[str, Any], client, now: datetime, *, check: bool = True) -> Optional[dict[str, Any]]:
+def fire_due(entry: dict[str, Any], client, now: datetime, *,
+             check: Optional[JobCheck] = None) -> Optional[dict[str, Any]]:
     """Fire one schedule if a firing time has passed; returns the firing recorded (None: nothing due)."""
     last_run = _refresh_last_run(entry, client)
     after = from_iso(entry["last_due"] or entry["created_at"])
@@ -183,7 +185,7 @@ def fire_due(entry: dict[str, Any], client, now: datetime, *, check: bool = True
     return firing
 
 
-def tick(store: ScheduleStore, client, now: datetime, *, check: bool = True) -> list[dict[str, Any]]:
+def tick(store: ScheduleStore, client, now: datetime, *, check: Optional[JobCheck] = None) -> list[dict[str, Any]]:
     """One pass over every schedule; returns the firings made (SUBMITTED/SKIPPED/ERROR), each with its name."""
     fired = []
     with store.transaction() as data:
@@ -197,13 +199,13 @@ def tick(store: ScheduleStore, client, now: datetime, *, check: bool = True) -> 
 def run_scheduler(store: ScheduleStore, connect: Callable[[], Any], *, once: bool = False, poll_s: float = 30.0,
                   now: Callable[[], datetime] = utc_now, sleep: Callable[[float], None] = time.sleep,
                   report: Callable[[dict[str, Any]], None] = lambda firing: None,
-                  on_error: Callable[[Exception], None] = lambda e: None) -> None:
+                  on_error: Callable[[Exception], None] = lambda e: None, check: Optional[JobCheck] = None) -> None:
     """Tick every `poll_s` seconds (once with `once`). `connect()` makes the job client, again after a failure."""
     client = None
     while True:
         try:
             client = client or connect()
-            for firing in tick(store, client, now()):
+            for firing in tick(store, client, now(), check=check):
                 report(firing)
                 if firing["status"] == "ERROR":
                     client = None  # reconnect next time: the head may have restarted

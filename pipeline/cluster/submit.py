@@ -39,30 +39,8 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def known_jobs() -> list[str]:
-    """The jobs of `pipeline run`, read from the CLI itself so a new job is submittable at once."""
-    from pipeline.cli.app import run_app
-
-    return sorted(c.name or c.callback.__name__ for c in run_app.registered_commands)
-
-
-def check_job_args(job: str, args: Sequence[str]) -> None:
-    """Parse `pipeline run JOB ARGS` here, without running it: a typo fails now, not on the cluster tonight."""
-    import typer
-
-    from pipeline.cli.app import app
-
-    if job not in known_jobs():
-        raise ValueError(f"unknown job {job!r}; `pipeline run` has: {', '.join(known_jobs())}")
-    root = typer.main.get_command(app)
-    run = root.get_command(typer.Context(root), "run")
-    command = run.get_command(typer.Context(run), job)
-    try:
-        command.make_context(f"pipeline run {job}", list(args))
-    except typer.Exit:
-        return  # e.g. --help
-    except typer.TyperException as e:  # typer's usage errors (missing or unknown options, bad values)
-        raise ValueError(f"pipeline run {job}: {e.format_message()}") from None
+JobCheck = Callable[[str, Sequence[str]], None]
+"""(job, args) -> None, or an error saying what is wrong with them (pipeline.cli.run.check_job_args)."""
 
 
 def submission_id(job: str, args: Sequence[str], *, day: date, tag: Optional[str] = None) -> str:
@@ -127,11 +105,12 @@ class Submission:
 
 
 def submit(client, job: str, args: Sequence[str], *, now: Callable[[], datetime] = utc_now,
-           tag: Optional[str] = None, root: Optional[Path] = None, check: bool = True) -> Submission:
-    """Submit `pipeline run JOB ARGS` once per (job, args, UTC day, tag); return the existing one otherwise."""
+           tag: Optional[str] = None, root: Optional[Path] = None, check: Optional[JobCheck] = None) -> Submission:
+    """Submit `pipeline run JOB ARGS` once per (job, args, UTC day, tag); return the existing one otherwise.
+    `check` parses the arguments first (None: they were checked already)."""
     args = list(args)
-    if check:
-        check_job_args(job, args)
+    if check is not None:
+        check(job, args)
     sid = submission_id(job, args, day=now().astimezone(timezone.utc).date(), tag=tag)
     existing = job_status(client, sid)
     if existing is not None:

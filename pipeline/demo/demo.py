@@ -9,12 +9,11 @@ from pipeline.cli.common import console, print_summary, row_progress
 
 
 def run_demo(work: Path) -> dict:
-    from pipeline.config import ExtractConfig, VisualConfig
     from pipeline.demo.sample_corpus import make_sample_corpus
     from pipeline.inspect import describe_output, describe_sample, plot_sample
-    from pipeline.jobs.extract import run_extract
+    from pipeline.jobs.extract import ExtractConfig, run_extract
     from pipeline.jobs.synth_mix import SynthMixConfig, run_synth_mix
-    from stages.visual import make_tiny_clip
+    from stages.visual import VisualConfig, make_tiny_clip
 
     work = Path(work)
     corpus = work / "corpus"

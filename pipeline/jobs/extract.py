@@ -15,20 +15,39 @@ Work is processed in windows of units so memory stays bounded whatever the manif
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pyarrow as pa
 
+from manifests.errors import UsageError
 from manifests.tasks import SPEECH_TASKS
 from manifests.validate import read_manifest
-from pipeline.config import ExtractConfig
 from pipeline.jobs.runner import JobSpec, run_job
+from stages.audio import LoudnessConfig, MelConfig
 from stages.base import Row
+from stages.decode import DecodeConfig
 from stages.format.contract import ContractError, FeatureContract
-from stages.visual import describe_clip_dir
+from stages.latent import LatentConfig
+from stages.phonemes import PhonemeConfig
+from stages.visual import VisualConfig, describe_clip_dir
 
 JOB = "extract"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig:
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    visual: VisualConfig = field(default_factory=VisualConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+    loudness: LoudnessConfig = field(default_factory=LoudnessConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    phonemes: PhonemeConfig = field(default_factory=PhonemeConfig)
+    shard_size: int = 256           # rows per work unit; one unit = one shard
+    rows_per_task: int = 4          # rows per Ray call of the CPU stages (decode, audio, phonemes)
+    cpu_stage_cpus: float = 1.0     # logical CPUs one CPU-stage worker asks Ray for
+    cpu_workers: Optional[int] = None  # fused placement: worker actors; None = cluster CPUs / cpu_stage_cpus
 
 
 def visual_info(config: ExtractConfig) -> dict[str, Any]:
@@ -130,7 +149,7 @@ def latent_stage(config: ExtractConfig):
 def placement(config: ExtractConfig, gpus: int) -> str:
     choice = config.visual.placement
     if choice not in ("auto", "split", "fused"):
-        raise ValueError(f"visual.placement must be auto, split or fused, not {choice!r}")
+        raise UsageError(f"visual.placement must be auto, split or fused, not {choice!r}")
     return ("split" if gpus else "fused") if choice == "auto" else choice
 
 
@@ -176,7 +195,8 @@ def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: Extra
     rows = read_manifest(manifest)
     data_root = Path(data_root).resolve()
     if not data_root.is_dir():
-        raise FileNotFoundError(f"data root {data_root} is not a directory")
+        raise UsageError(f"data root {data_root} is not a directory: pass the folder the manifest's paths are "
+                         "relative to (--data-root)")
     spec = JobSpec(name=JOB, out_dir=Path(out_dir), contract=build_contract(config), config=config, rows=rows,
                    shard_size=config.shard_size, build_dataset=lambda window: build_dataset(window, config, data_root),
                    to_sample=extract_sample, to_index=extract_index, source=str(manifest))

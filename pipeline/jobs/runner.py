@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import config_hash, to_dict
-from pipeline.errors import OutputBusy
+from pipeline.errors import OutputBusy, PipelineError
 from pipeline.jobs.assemble import IndexFn, SampleFn, UnitAssembler
 from pipeline.jobs.ledger import Ledger
 from pipeline.jobs.report import finish_job
@@ -89,8 +89,8 @@ def _run_locked(spec: JobSpec, started: float, *, address, progress, max_units) 
     done = ledger.done_units()
     missing = _units_missing_rows(plan, spec.rows, done)
     if missing:
-        raise ValueError(f"the input no longer holds rows planned for unfinished units {missing[:5]} "
-                         f"(rows removed?). Restore them, or start a new --out folder.")
+        raise PipelineError(f"the input no longer holds rows planned for unfinished units {missing[:5]} "
+                            f"(rows removed?). Restore them, or start a new --out folder.")
     todo = _pending_rows(spec.rows, plan, done)
     sizes = unit_sizes(plan)
     stats = {"rows_total": spec.rows.num_rows, "rows_planned_new": added, "rows_todo": todo.num_rows,

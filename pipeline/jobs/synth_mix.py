@@ -17,16 +17,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from manifests.atomic import atomic_write_parquet
+from manifests.errors import UsageError
 from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
-from pipeline.jobs.ledger import atomic_write_parquet
 from pipeline.jobs.runner import JobSpec, open_output, run_job
 from stages.audio import LoudnessConfig
 from stages.base import Row
 from stages.format.contract import ContractError, FeatureContract, read_dataset_json, require_same
+from stages.format.layout import OutputDir
 from stages.mix import MixConfig, MixStage, pick_sources, sample_recipe
 
 JOB = "synth-mix"
-RECIPES_FILE = "mixtures.parquet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +59,7 @@ def resolve_sources(paths: Sequence[Path]) -> dict[Path, Optional[set]]:
     for p in map(Path, paths):
         if p.suffix == ".tar":
             if not p.is_file():
-                raise FileNotFoundError(f"shard {p} not found")
+                raise UsageError(f"shard {p} not found")
             folder = p.resolve().parent.parent
             if sources.get(folder, set()) is not None:
                 sources.setdefault(folder, set()).add(f"shards/{p.name}")
@@ -83,7 +84,7 @@ def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: 
     """Index rows usable as sources, with absolute shard paths, in a stable order."""
     tables = []
     for d, shards in sources.items():
-        index = pq.read_table(d / "index.parquet")
+        index = OutputDir(d).read_index()
         if index.num_rows == 0:
             continue
         if shards is not None:
@@ -107,18 +108,18 @@ def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: 
 
 def plan_recipes(out_dir: Path, speech: pa.Table, sound: pa.Table, config: SynthMixConfig, video_fps: float) -> pa.Table:
     """Recipes 0..count-1: the ones already planned are read back, only new indices are sampled."""
-    path = out_dir / RECIPES_FILE
+    path = OutputDir(out_dir).recipes
     existing = pq.read_table(path) if path.is_file() else None
     start = 0
     if existing is not None:
         seeds = set(existing["seed"].to_pylist())
         if seeds != {config.seed}:
-            raise ValueError(f"{out_dir} holds mixtures of seed {sorted(seeds)}; use a new --out for seed {config.seed}")
+            raise UsageError(f"{out_dir} holds mixtures of seed {sorted(seeds)}; use a new --out for seed {config.seed}")
         start = existing.num_rows
         if config.count < start:
-            raise ValueError(f"{out_dir} already plans {start} mixtures; --count can grow, not shrink")
+            raise UsageError(f"{out_dir} already plans {start} mixtures; --count can grow, not shrink")
     if config.count > start and (speech.num_rows == 0 or sound.num_rows == 0):
-        raise ValueError(f"no sources to mix: {speech.num_rows} speech and {sound.num_rows} sound samples after "
+        raise UsageError(f"no sources to mix: {speech.num_rows} speech and {sound.num_rows} sound samples after "
                          "filters (speech tasks: visual_tts, tts; sound: non-silent v2s)")
     speech_rows, sound_rows = speech.to_pylist(), sound.to_pylist()
     new = []
@@ -180,7 +181,7 @@ def run_synth_mix(*, speech_dirs: Sequence[Path], sound_dirs: Sequence[Path], ou
     speech_sources, sound_sources = resolve_sources(speech_dirs), resolve_sources(sound_dirs)
     contract = source_contract([*speech_sources, *sound_sources])
     if contract.latent and config.vae_dir is None and not Path(contract.latent["vae_dir"]).is_dir():
-        raise FileNotFoundError(f"the sources carry VAE latents but their VAE {contract.latent['vae_dir']} is not "
+        raise UsageError(f"the sources carry VAE latents but their VAE {contract.latent['vae_dir']} is not "
                                 "here: pass --vae DIR")
     speech = source_pool(speech_sources, SPEECH_SOURCE_TASKS, config.speech, drop_silent=False)
     sound = source_pool(sound_sources, SOUND_SOURCE_TASKS, config.sound, drop_silent=True)
@@ -192,49 +193,3 @@ def run_synth_mix(*, speech_dirs: Sequence[Path], sound_dirs: Sequence[Path], ou
                    to_sample=mix_sample, to_index=mix_index,
                    source=json.dumps({"speech": [str(d) for d in speech_dirs], "sound": [str(d) for d in sound_dirs]}))
     return run_job(spec, address=address, progress=progress, max_units=max_units)
-
-
-LATENT_TOLERANCE = 2e-2  # float16 storage of a VAE encoder output re-run in another batch
-
-
-def rebuild_mixture(out_dir: Path, key: str, *, vae_dir: Optional[str] = None) -> dict[str, Any]:
-    """Re-render one stored mixture from its recipe and sources and compare it with what the shard holds.
-
-    Waveform mixing, FLAC, mel (one process, same code), video and phonemes are deterministic and must be
-    identical; VAE latents go through a neural network and are compared within LATENT_TOLERANCE.
-    """
-    import numpy as np
-
-    from stages.format.shard_io import ShardReader, decode_sample
-    from stages.mix import MixRecipe
-
-    out_dir = Path(out_dir)
-    contract, _ = read_dataset_json(out_dir)
-    index = pq.read_table(out_dir / "index.parquet", columns=["key", "shard"])
-    match = index.filter(pc.equal(index["key"], key))
-    if match.num_rows == 0:
-        raise KeyError(f"no mixture {key!r} in {out_dir}/index.parquet")
-    stored = decode_sample(ShardReader().read(out_dir / match["shard"][0].as_py(), key))
-    recipe = MixRecipe.from_dict(stored["meta"]["recipe"])
-    row: Row = recipe.to_dict()
-    for stage in mix_stages(contract, SynthMixConfig(vae_dir=vae_dir)):
-        row = stage([row])[0]
-    if row["reject_reason"]:
-        raise ValueError(f"rebuild of {key} failed: {row['reject_stage']}/{row['reject_reason']}: {row['reject_detail']}")
-    meta, arrays, flac = mix_sample(row)
-    checks: dict[str, str] = {"json": "identical" if meta == stored["meta"] else "DIFFERENT",
-                              "audio.flac": "identical" if flac == stored["flac"] else "DIFFERENT"}
-    for name, array in arrays.items():
-        ref = stored["arrays"][name]
-        if array is None and ref is None:
-            continue
-        if array is None or ref is None or array.shape != ref.shape:
-            checks[f"{name}.npy"] = "DIFFERENT (shape)"
-        elif np.array_equal(array, ref):
-            checks[f"{name}.npy"] = "identical"
-        else:
-            diff = float(np.abs(array.astype(np.float32) - ref.astype(np.float32)).max())
-            ok = name == "latent" and diff <= LATENT_TOLERANCE
-            checks[f"{name}.npy"] = f"{'within tolerance' if ok else 'DIFFERENT'}: max |diff| {diff:.2e}"
-    return {"key": key, "checks": checks, "ok": not any("DIFFERENT" in v for v in checks.values())}
-

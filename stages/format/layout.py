@@ -26,6 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from manifests.errors import PipelineError
+
+
+class NotAnOutput(PipelineError, FileNotFoundError):
+    """A folder that holds no job output (or not the part asked for)."""
+
+
+class SampleNotFound(PipelineError, KeyError):
+    """No sample of that key in the output folder."""
+
+
 PLAN_SCHEMA = pa.schema([("clip_id", pa.string()), ("unit", pa.int64()), ("position", pa.int64())])
 
 
@@ -89,7 +100,7 @@ class OutputDir:
         """An index row's `shard` value (shards/NAME.tar) as a path; a value that leaves the folder is refused."""
         path = (self.root / relative).resolve()
         if not path.is_relative_to(self.root.resolve()):
-            raise ValueError(f"{self.index}: shard {relative!r} lies outside {self.root}")
+            raise NotAnOutput(f"{self.index}: shard {relative!r} lies outside {self.root}")
         return path
 
     def unit_file(self, unit: int, suffix: str) -> Path:
@@ -104,7 +115,7 @@ class OutputDir:
 
     def read_index(self, columns: Optional[Sequence[str]] = None) -> pa.Table:
         if not self.index.is_file():
-            raise FileNotFoundError(f"{self.index} not found: is {self.root} the output folder of a finished job?")
+            raise NotAnOutput(f"{self.index} not found: is {self.root} the output folder of a finished job?")
         return pq.read_table(self.index, columns=list(columns) if columns else None)
 
     def find(self, key: str) -> Path:
@@ -112,7 +123,7 @@ class OutputDir:
         index = self.read_index(["key", "shard"])
         match = index.filter(pc.equal(index["key"], key))
         if match.num_rows == 0:
-            raise KeyError(f"no sample {key!r} in {self.index} (see its 'key' column)")
+            raise SampleNotFound(f"no sample {key!r} in {self.index} (see its 'key' column)")
         return self.shard(match["shard"][0].as_py())
 
     def shard_files(self) -> list[Path]:

@@ -28,12 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
 from manifests.schema import write_manifest
-from pipeline.cli.cluster import mount
+from pipeline.cli.app import app as cli
 from pipeline.cluster.submit import job_client, job_status, runtime_env, submit, wait_for
 from stages.format.shard_io import iter_samples
 from tests.conftest import SHARD_SIZE
@@ -42,8 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 420
 
 runner = CliRunner()
-cli = typer.Typer()
-mount(cli)
 
 
 # -- the cluster launcher config -------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from pipeline.cli.cluster import mount
+from pipeline.cli.app import app as cli
+from pipeline.cli.run import check_job_args
 from pipeline.cluster.schedule import ScheduleError, ScheduleStore, due_times, run_scheduler, tick
 from pipeline.cluster.submit import auth_headers, entrypoint, submission_id, submit
 
@@ -22,8 +22,6 @@ T0 = datetime(2030, 3, 1, 1, 30, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
-cli = typer.Typer()
-mount(cli)
 
 
 class FakeJobServer:
@@ -95,11 +93,11 @@ def test_submit_sends_the_cli_entrypoint_with_the_project_and_refuses_bad_args()
     again = submit(server, "extract", ARGS + ["--visual-model", "/models/clip dir"], now=later)
     assert (again.submission_id, again.created, server.submit_calls) == (sub.submission_id, False, 1)
     with pytest.raises(ValueError, match="unknown job 'extrakt'"):
-        submit(server, "extrakt", ARGS, now=Clock(T0))
+        submit(server, "extrakt", ARGS, now=Clock(T0), check=check_job_args)
     with pytest.raises(ValueError, match="--manifest"):
-        submit(server, "extract", ["--out", "/x"], now=Clock(T0))
+        submit(server, "extract", ["--out", "/x"], now=Clock(T0), check=check_job_args)
     with pytest.raises(ValueError, match="--shard-sise"):
-        submit(server, "extract", ARGS + ["--shard-sise", "3"], now=Clock(T0))
+        submit(server, "extract", ARGS + ["--shard-sise", "3"], now=Clock(T0), check=check_job_args)
     assert server.submit_calls == 1
 
 
@@ -135,7 +133,7 @@ def test_store_add_list_remove_and_its_refusals(store):
                 ("n", "0 2 * *", "extract", ARGS), ("n", "0 2 * * *", "extrakt", ARGS),
                 ("n", "0 2 * * *", "extract", ["--out", "x"])]:
         with pytest.raises(ScheduleError):
-            store.add(*bad)
+            store.add(*bad, check=check_job_args)
     with pytest.raises(ScheduleError, match="time zone"):
         store.add("n", "0 2 * * *", "extract", ARGS, tz="Mars/Olympus")
     store.remove("nightly")
@@ -298,7 +296,7 @@ def test_schedule_commands(store):
 
 def test_submit_command_checks_the_job_before_reaching_the_cluster():
     result = runner.invoke(cli, ["submit", "extract", "--out", "x", "--address", "http://127.0.0.1:1"])
-    assert result.exit_code == 1 and "--manifest" in result.output
+    assert result.exit_code == 2 and "--manifest" in result.output  # a usage error
     result = runner.invoke(cli, ["submit", "extract", *ARGS, "--address", "http://127.0.0.1:1"])
     assert result.exit_code == 1 and "cannot reach the Ray job server" in result.output
     result = runner.invoke(cli, ["submit", "extract", *ARGS], env={"RAY_API_SERVER_ADDRESS": ""})

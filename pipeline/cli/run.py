@@ -1,0 +1,103 @@
+"""`pipeline run JOB`: the jobs (extract, synth-mix, and the trainer's pretrain, finetune, generate).
+
+`check_job_args` parses a job's arguments without running it: `pipeline submit` and `pipeline schedule` use it so a
+typo fails on the laptop, not on the cluster tonight.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import typer
+
+from manifests.errors import UsageError
+from pipeline.cli.common import print_summary, reported_errors, row_progress
+from pipeline.cli.train import train_app
+
+run_app = typer.Typer(help="Run a job (embedded Ray by default; --address or RAY_ADDRESS for a cluster).",
+                      no_args_is_help=True)
+run_app.add_typer(train_app)  # pretrain, finetune, generate join `pipeline run`
+
+
+@run_app.command("extract", epilog="""Examples:
+
+  pipeline run extract --manifest data/manifest.parquet --data-root data --out out/extract --visual-model models/clip-vit-base-patch16
+
+  pipeline run extract --manifest m.parquet --data-root /mnt/corpus --out /mnt/shards --config extract.yaml --address ray://head:10001
+
+Re-running the same command resumes: finished shards are kept, only missing work is done; a manifest with new rows adds shards for those rows only.""")  # noqa: E501 - examples are kept whole
+def run_extract_cmd(
+    manifest: Path = typer.Option(..., help="Manifest Parquet file (see `pipeline manifest build`)."),
+    data_root: Path = typer.Option(..., help="Folder the manifest's paths are relative to."),
+    out: Path = typer.Option(..., help="Output folder: shards/, index.parquet, rejects.parquet, report.json, dataset.json."),  # noqa: E501
+    visual_model: Optional[Path] = typer.Option(None, help="Local CLIP directory (Hugging Face layout); overrides the config."),  # noqa: E501
+    vae: Optional[Path] = typer.Option(None, help="Local diffusers AutoencoderKL directory: also store VAE latents."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (keys of pipeline.jobs.extract.ExtractConfig)."),
+    shard_size: Optional[int] = typer.Option(None, help="Rows per shard (default 256)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address; default: embedded Ray."),  # noqa: E501
+) -> None:
+    """Extract 10 fps visual features, loudness-normalised audio, log-mel, phonemes (and latents) into shards."""
+    from pipeline.config import load_config
+    from pipeline.jobs.extract import ExtractConfig, run_extract
+
+    with reported_errors(FileNotFoundError, ValueError):
+        cfg = load_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,
+                                                  "latent.vae_dir": str(vae) if vae else None,
+                                                  "shard_size": shard_size})
+        with row_progress("extract") as progress:
+            report = run_extract(manifest=manifest, data_root=data_root, out_dir=out, config=cfg, address=address,
+                                 progress=progress)
+    print_summary(report)
+
+
+@run_app.command("synth-mix", epilog="""Examples:
+
+  pipeline run synth-mix --speech out/lrs2 --speech out/ljspeech --sound out/vggsound --out out/mix --count 100000
+
+  pipeline run synth-mix --speech out/lrs2/shards/extract-000003.tar --sound out/vggsound --out out/mix --count 50 --seed 7
+
+Same arguments give the same mixtures; re-running resumes; a larger --count adds mixtures (never changes old ones).""")  # noqa: E501
+def run_synth_mix_cmd(
+    speech: list[Path] = typer.Option(..., help="Extract output folder (or one of its shards) with visual_tts/tts samples; repeatable."),  # noqa: E501
+    sound: list[Path] = typer.Option(..., help="Extract output folder (or one of its shards) with v2s samples; repeatable."),  # noqa: E501
+    out: Path = typer.Option(..., help="Output folder for the mixture shards."),
+    count: Optional[int] = typer.Option(None, help="Number of mixtures (default 1000)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of pairing, offsets, SNRs and modes (default 0)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (keys of pipeline.jobs.synth_mix.SynthMixConfig)."),
+    vae: Optional[Path] = typer.Option(None, help="The sources' VAE directory, if it moved since extract."),
+    shard_size: Optional[int] = typer.Option(None, help="Mixtures per shard (default 256)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address; default: embedded Ray."),  # noqa: E501
+) -> None:
+    """Mix speech over environmental sound at feature level (waveform mix, re-derived mel, mixed visual features)."""
+    from pipeline.config import load_config
+    from pipeline.jobs.synth_mix import SynthMixConfig, run_synth_mix
+
+    with reported_errors(FileNotFoundError, ValueError):
+        cfg = load_config(SynthMixConfig, config, {"count": count, "seed": seed, "shard_size": shard_size,
+                                                   "vae_dir": str(vae) if vae else None})
+        with row_progress("synth-mix") as progress:
+            report = run_synth_mix(speech_dirs=speech, sound_dirs=sound, out_dir=out, config=cfg, address=address,
+                                   progress=progress)
+    print_summary(report)
+
+
+def known_jobs() -> list[str]:
+    """The jobs of `pipeline run`, read from the app itself so a new job is submittable at once."""
+    commands = [*run_app.registered_commands, *(c for g in run_app.registered_groups
+                                                 for c in g.typer_instance.registered_commands)]
+    return sorted(c.name or c.callback.__name__ for c in commands)
+
+
+def check_job_args(job: str, args: Sequence[str]) -> None:
+    """Parse `pipeline run JOB ARGS` without running it; UsageError naming what is wrong."""
+    if job not in known_jobs():
+        raise UsageError(f"unknown job {job!r}; `pipeline run` has: {', '.join(known_jobs())}")
+    run = typer.main.get_command(run_app)
+    command = run.get_command(typer.Context(run), job)
+    try:
+        command.make_context(f"pipeline run {job}", list(args))
+    except typer.Exit:
+        return  # e.g. --help
+    except typer.TyperException as e:  # typer's usage errors (missing or unknown options, bad values)
+        raise UsageError(f"pipeline run {job}: {e.format_message()}") from None
