@@ -68,7 +68,7 @@ def read_reference_list(list_path: str | Path, *, task: str, dataset: Optional[s
 
 
 READER = Reader("reference", read_reference_list,
-                "the reference implementation's pipe-delimited lists; give the task with --set task=... (any task)", (
+                "The reference implementation's pipe-delimited lists; give the task with --set task=... (any task)", (
     DATASET, SPLIT, DATA_ROOT,
     ReaderOption("video_pattern", "--pattern", "video path pattern from the audio stem, e.g. videos/{stem}.mp4"),
     ReaderOption("task", SET_FLAG, "the clips' task", required=True,
