@@ -79,8 +79,12 @@ def read_grid(root: str | Path, *, list_path: str | Path | None = None, dataset:
                           speaker_fn=lambda item_id: item_id.split("/")[0], source=source)
 
 
-READER = Reader("grid", read_grid, "GRID folder: SPEAKER/UTTERANCE.mpg with SPEAKER/align/UTTERANCE.align (visual_tts)", (
-    DATASET, SPLIT, DATA_ROOT,
-    ReaderOption("video_ext", "--video-ext", "video file extension (default .mpg)"),
-    ReaderOption("list_path", "--list", "list of SPEAKER/UTTERANCE ids to take", kind="path"),
-))
+READER = Reader(
+    name="grid", read=read_grid,
+    description="GRID folder: SPEAKER/UTTERANCE.mpg with SPEAKER/align/UTTERANCE.align (visual_tts)",
+    options=(
+        DATASET, SPLIT, DATA_ROOT,
+        ReaderOption("video_ext", "--video-ext", "video file extension (default .mpg)"),
+        ReaderOption("list_path", "--list", "list of SPEAKER/UTTERANCE ids to take", kind="path"),
+    ),
+)

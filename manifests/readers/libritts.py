@@ -57,6 +57,8 @@ def read_libritts(root: str | Path, *, dataset: str = "libritts", split: Optiona
     return clips
 
 
-READER = Reader("libritts", read_libritts,
-                "LibriTTS folder (or one split folder): SPEAKER/CHAPTER/ID.wav with transcripts beside (tts)",
-                (DATASET, SPLIT, DATA_ROOT))
+READER = Reader(
+    name="libritts", read=read_libritts,
+    description="LibriTTS folder (or one split folder): SPEAKER/CHAPTER/ID.wav with transcripts beside (tts)",
+    options=(DATASET, SPLIT, DATA_ROOT),
+)

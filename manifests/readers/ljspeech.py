@@ -45,5 +45,7 @@ def read_ljspeech(root: str | Path, *, dataset: str = "ljspeech", split: Optiona
     return clips
 
 
-READER = Reader("ljspeech", read_ljspeech, "LJSpeech folder: metadata.csv and wavs/ID.wav (tts)",
-                (DATASET, SPLIT, DATA_ROOT))
+READER = Reader(
+    name="ljspeech", read=read_ljspeech, description="LJSpeech folder: metadata.csv and wavs/ID.wav (tts)",
+    options=(DATASET, SPLIT, DATA_ROOT),
+)

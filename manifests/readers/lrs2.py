@@ -47,8 +47,13 @@ def read_lrs2_list(list_path: str | Path, *, media_root: str | Path, dataset: st
                           video_ext=video_ext, transcript_fn=transcript_fn, speaker_fn=speaker_fn, source=list_path)
 
 
-READER = Reader("lrs2", read_lrs2_list, "LRS2-style list of VIDEO/UTTERANCE ids under a media root (visual_tts)", (
-    DATASET, SPLIT, DATA_ROOT,
-    ReaderOption("media_root", "--media-root", "folder the list's ids are relative to", kind="path", required=True),
-    ReaderOption("video_ext", "--video-ext", "video file extension (default .mp4)"),
-))
+READER = Reader(
+    name="lrs2", read=read_lrs2_list,
+    description="LRS2-style list of VIDEO/UTTERANCE ids under a media root (visual_tts)",
+    options=(
+        DATASET, SPLIT, DATA_ROOT,
+        ReaderOption("media_root", "--media-root", "folder the list's ids are relative to", kind="path",
+                     required=True),
+        ReaderOption("video_ext", "--video-ext", "video file extension (default .mp4)"),
+    ),
+)

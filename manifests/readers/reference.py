@@ -67,10 +67,13 @@ def read_reference_list(list_path: str | Path, *, task: str, dataset: Optional[s
     return clips
 
 
-READER = Reader("reference", read_reference_list,
-                "The reference implementation's pipe-delimited lists; give the task with --set task=... (any task)", (
-    DATASET, SPLIT, DATA_ROOT,
-    ReaderOption("video_pattern", "--pattern", "video path pattern from the audio stem, e.g. videos/{stem}.mp4"),
-    ReaderOption("task", SET_FLAG, "the clips' task", required=True,
-                 missing=f"reference lists need the task: --set task={'|'.join(TASKS)}"),
-))
+READER = Reader(
+    name="reference", read=read_reference_list,
+    description="The reference implementation's pipe-delimited lists; give the task with --set task=... (any task)",
+    options=(
+        DATASET, SPLIT, DATA_ROOT,
+        ReaderOption("video_pattern", "--pattern", "video path pattern from the audio stem, e.g. videos/{stem}.mp4"),
+        ReaderOption("task", SET_FLAG, "the clips' task", required=True,
+                     missing=f"reference lists need the task: --set task={'|'.join(TASKS)}"),
+    ),
+)

@@ -69,6 +69,9 @@ def _read_source(path: Path) -> pa.Table:
         raise ManifestError(f"cannot read {path} ({type(e).__name__}: {e})") from e
 
 
-READER = Reader("table", read_table, "CSV/TSV with a header or JSON Lines, columns mapped with --map (any task)", (
-    ReaderOption("mapping", "--map", "manifest_column=source_column (repeatable)", kind="pairs"),
-), takes_defaults=True)
+READER = Reader(
+    name="table", read=read_table,
+    description="CSV/TSV with a header or JSON Lines, columns mapped with --map (any task)",
+    options=(ReaderOption("mapping", "--map", "manifest_column=source_column (repeatable)", kind="pairs"),),
+    takes_defaults=True,
+)

@@ -68,8 +68,12 @@ def read_vggsound(csv_path: str | Path, *, video_dir: str | Path, dataset: str =
     return clips
 
 
-READER = Reader("vggsound", read_vggsound, "VGGSound csv and a folder of its pre-cut clips (v2s)", (
-    DATASET, SPLIT, DATA_ROOT,
-    ReaderOption("video_dir", "--video-dir", "folder of the pre-cut clips", kind="path", required=True),
-    ReaderOption("filename_pattern", "--pattern", "video file name pattern (default {youtube_id}_{start:06d}.mp4)"),
-))
+READER = Reader(
+    name="vggsound", read=read_vggsound, description="VGGSound csv and a folder of its pre-cut clips (v2s)",
+    options=(
+        DATASET, SPLIT, DATA_ROOT,
+        ReaderOption("video_dir", "--video-dir", "folder of the pre-cut clips", kind="path", required=True),
+        ReaderOption("filename_pattern", "--pattern",
+                     "video file name pattern (default {youtube_id}_{start:06d}.mp4)"),
+    ),
+)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
+from manifests.readers import FORMATS
 from manifests.schema import write_manifest
 from manifests.validate import read_manifest
-from pipeline.cli.manifest import manifest_app
-from tests.manifests.helpers import clip, make_ljspeech, touch, write
+from pipeline.cli.manifest import READER_FLAGS, manifest_app
+from tests.manifests.helpers import REF_LINE, clip, make_ljspeech, touch, write
 
 runner = CliRunner()
 
@@ -104,3 +106,53 @@ def test_cli_validate_shows_read_notes(tmp_path):
         warnings.simplefilter("error")  # the CLI must capture the warning, not leak it
         result = runner.invoke(manifest_app, ["validate", str(path)])
     assert result.exit_code == 0 and "note:" in flat(result.output) and "label" in flat(result.output)
+
+
+# ------------------------------------------------------------------------------ options from the registry
+
+FLAG_VALUES = {"path": "somewhere", "str": "x", "pairs": "a=b"}  # a well-formed value of each kind
+
+
+def test_every_reader_flag_is_a_build_option_of_one_kind():
+    build = typer.main.get_command(manifest_app).commands["build"]
+    flags = {flag for param in build.params for flag in param.opts}
+    for flag, takers in READER_FLAGS.items():
+        assert flag in flags, flag
+        assert len({option.kind for _, option in takers}) == 1, flag
+
+
+@pytest.mark.parametrize("format, flag", [(name, flag) for name, reader in FORMATS.items() for flag in READER_FLAGS
+                                          if flag not in {option.flag for option in reader.options}])
+def test_cli_build_refuses_each_option_a_format_does_not_take(tmp_path, format, flag):
+    kind = READER_FLAGS[flag][0][1].kind
+    result = runner.invoke(manifest_app, ["build", format, str(tmp_path), "--out", str(tmp_path / "o.parquet"),
+                                          flag, FLAG_VALUES[kind]])
+    assert result.exit_code == 2 and f"{flag} not used by format '{format}'" in flat(result.output)
+
+
+@pytest.mark.parametrize("format, message", [
+    ("vggsound", "vggsound needs --video-dir"),
+    ("lrs2", "lrs2 needs --media-root"),
+    ("reference", "reference lists need the task: --set task=v2s|visual_tts|tts|joint"),
+])
+def test_cli_build_names_a_missing_required_option(tmp_path, format, message):
+    required = [option for option in FORMATS[format].options if option.required]
+    assert required
+    result = runner.invoke(manifest_app, ["build", format, str(tmp_path), "--out", str(tmp_path / "o.parquet")])
+    assert result.exit_code == 2 and message in flat(result.output)
+
+
+def test_cli_build_pattern_is_each_formats_own_keyword(tmp_path):
+    vgg = touch(tmp_path / "vgg.csv", "abc,1,dog,train\n")
+    out = tmp_path / "vgg.parquet"
+    result = runner.invoke(manifest_app, ["build", "vggsound", str(vgg), "--out", str(out), "--video-dir",
+                                          str(tmp_path), "--pattern", "{youtube_id}/{start}.mkv"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)["video_path"].to_pylist() == ["abc/1.mkv"]
+    ref = touch(tmp_path / "ref.txt", REF_LINE.format(audio="a/x.wav", stem="x") + "\n")
+    out = tmp_path / "ref.parquet"
+    result = runner.invoke(manifest_app, ["build", "reference", str(ref), "--out", str(out), "--set", "task=v2s",
+                                          "--pattern", "videos/{stem}.mp4"])
+    assert result.exit_code == 0, result.output
+    table = read_manifest(out)
+    assert table["video_path"].to_pylist() == ["videos/x.mp4"] and table["task"].to_pylist() == ["v2s"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
-from manifests.readers import READERS, build_manifest
+from manifests.readers import FORMATS, READERS, build_manifest
 from manifests.schema import MANIFEST_SCHEMA
 from manifests.validate import ManifestError
 from tests.manifests.helpers import REF_LINE, touch
@@ -35,3 +37,15 @@ def test_build_manifest_dispatches_every_format(tmp_path, ljspeech, libritts, lr
         build_manifest("table", dup)
     with pytest.raises(ManifestError, match="gave no rows"):
         build_manifest("table", touch(tmp_path / "empty.csv", "clip_id,task\n"))
+
+
+def test_every_format_declares_a_reader_whose_options_are_its_keywords():
+    assert list(FORMATS) == list(READERS) and all(FORMATS[name].name == name for name in FORMATS)
+    for reader in FORMATS.values():
+        assert READERS[reader.name] is reader.read and reader.description
+        keywords = inspect.signature(reader.read).parameters
+        for option in reader.options:
+            assert option.keyword in keywords, (reader.name, option.keyword)
+            assert option.flag.startswith("--") and option.help and option.kind in ("path", "str", "pairs")
+        assert len({option.flag for option in reader.options if option.flag != "--set"}) == \
+            len([option for option in reader.options if option.flag != "--set"]), reader.name
