@@ -45,7 +45,7 @@ READER_FLAGS = _reader_flags()  # each one is a `build` option below
 
 
 def _option_help(flag: str) -> str:
-    """The help of a reader option: its text when every format shares it, else each format's text after its name."""
+    """A reader option's help: one text when several formats share it, else each format's text after its name."""
     texts: dict[str, list[str]] = {}
     for name, option in READER_FLAGS[flag]:
         texts.setdefault(option.help, []).append(name)
