@@ -1,4 +1,5 @@
-"""Media paths in a manifest stay under the data root given at run time (DESIGN §3, §9).
+"""Media paths in a manifest stay under the data root given at run time: a manifest cannot make a job
+read a file outside that folder.
 
 A manifest path is relative to the data root; an absolute path is accepted only when it lies under the root.
 Paths are resolved (`..` collapsed, symlinks followed) before the check, so neither `../` tricks nor a symlink

@@ -1,4 +1,4 @@
-"""The manifest: one row per clip, saying where its media lives and what it is (DESIGN §3).
+"""The manifest: one row per clip, saying where its media lives and what it is.
 
 A manifest describes data; it never decodes media. Records are small frozen dataclasses that
 serialise with `to_dict()`/`from_dict()`; tables are Parquet with `MANIFEST_SCHEMA`.

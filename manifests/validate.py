@@ -1,4 +1,4 @@
-"""Reading and checking manifests before any work starts (DESIGN §3).
+"""Reading and checking manifests before any work starts.
 
 Two levels of problems:
 

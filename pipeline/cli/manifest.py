@@ -1,11 +1,15 @@
-"""`pipeline manifest ...`: build manifests from corpus layouts and check them before a job (DESIGN §3)."""
+"""`pipeline manifest ...`: build manifests from corpus layouts and check them before a job.
+
+`build` takes from each format's Reader (manifests.readers.FORMATS) which options it accepts, what each one is
+called and which are required: an option the format does not take is refused by name, not ignored.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 import typer
@@ -13,9 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from manifests.paths import check_media_paths
-from manifests.readers import READERS, build_manifest
+from manifests.readers import FORMATS, Reader, ReaderOption, build_manifest
+from manifests.readers.reader import SET_FLAG
 from manifests.schema import write_manifest
 from manifests.validate import ROW_PROBLEMS, ManifestError, read_manifest, row_warnings
+from pipeline.cli.common import fail
 
 manifest_app = typer.Typer(
     help="Build manifests from corpus layouts and validate them.",
@@ -24,19 +30,28 @@ manifest_app = typer.Typer(
 
 EXAMPLES_SHOWN = 5
 
-# Which build options each format takes (reader keyword -> CLI option); anything else is refused, not ignored.
-FORMAT_OPTIONS = {
-    "ljspeech": {"dataset", "split", "data_root"},
-    "libritts": {"dataset", "split", "data_root"},
-    "vggsound": {"dataset", "split", "data_root", "video_dir", "pattern"},
-    "lrs2": {"dataset", "split", "data_root", "media_root", "video_ext"},
-    "grid": {"dataset", "split", "data_root", "video_ext", "list_path"},
-    "table": {"mapping"},
-    "reference": {"dataset", "split", "data_root", "pattern"},
-}
-OPTION_NAMES = {"dataset": "--dataset", "split": "--split", "data_root": "--data-root", "video_dir": "--video-dir",
-                "pattern": "--pattern", "media_root": "--media-root", "video_ext": "--video-ext",
-                "list_path": "--list", "mapping": "--map"}
+
+def _reader_flags() -> dict[str, list[tuple[str, ReaderOption]]]:
+    """Every reader option given by its own flag (not through --set): flag -> (format, option) for each taker."""
+    flags: dict[str, list[tuple[str, ReaderOption]]] = {}
+    for reader in FORMATS.values():
+        for option in reader.options:
+            if option.flag != SET_FLAG:
+                flags.setdefault(option.flag, []).append((reader.name, option))
+    return flags
+
+
+READER_FLAGS = _reader_flags()  # each one is a `build` option below
+
+
+def _option_help(flag: str) -> str:
+    """A reader option's help: one text when several formats share it, else each format's text after its name."""
+    texts: dict[str, list[str]] = {}
+    for name, option in READER_FLAGS[flag]:
+        texts.setdefault(option.help, []).append(name)
+    if len(texts) == 1 and len(READER_FLAGS[flag]) > 1:
+        return f"{next(iter(texts))}."
+    return "; ".join(f"{'/'.join(names)}: {text}" for text, names in texts.items()) + "."
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
@@ -49,6 +64,36 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
     return out
 
 
+def _reader_arguments(ctx: typer.Context, reader: Reader, set_: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The reader's keyword arguments from the command line, and the `--set` column defaults left after them.
+
+    Refuses a reader option the format does not take, and asks for a required one that is missing.
+    """
+    by_flag = {flag: ctx.params[param.name] for param in ctx.command.params for flag in param.opts}
+    given: dict[str, Any] = {}
+    for flag, takers in READER_FLAGS.items():
+        value, kind = by_flag[flag], takers[0][1].kind
+        if kind == "pairs":
+            value = _pairs(value, flag) or None
+        elif kind == "path" and value is not None:
+            value = Path(value)
+        if value is not None:
+            given[flag] = value
+    taken = {option.flag: option for option in reader.options}
+    refused = sorted(flag for flag in given if flag not in taken)
+    if refused:
+        raise typer.BadParameter(f"{', '.join(refused)} not used by format {reader.name!r}", param_hint="options")
+    arguments = {taken[flag].keyword: value for flag, value in given.items()}
+    defaults = _pairs(set_, SET_FLAG)
+    for option in reader.options:
+        if option.flag == SET_FLAG and option.keyword in defaults:
+            arguments[option.keyword] = defaults.pop(option.keyword)
+    for option in reader.options:
+        if option.required and option.keyword not in arguments:
+            raise typer.BadParameter(reader.missing_message(option), param_hint=option.flag)
+    return arguments, defaults
+
+
 @manifest_app.command(
     epilog=(
         "Examples:\n\n"
@@ -57,62 +102,42 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
         "pipeline manifest build lrs2 /data/lrs2/train.txt --media-root /data/lrs2/main --out lrs2.parquet\n\n"
         "pipeline manifest build table clips.csv --map clip_id=id --map video_path=file --set task=v2s "
         "--out m.parquet\n\n"
-        "pipeline manifest build reference filelists/train.txt --set task=visual_tts --out ref.parquet"
+        "pipeline manifest build reference filelists/train.txt --set task=visual_tts --out ref.parquet\n\n"
+        "Formats:\n\n" + "\n\n".join(f"{reader.name}: {reader.description}" for reader in FORMATS.values())
     ),
 )
 def build(
-    format: str = typer.Argument(..., help=f"Corpus layout: {', '.join(READERS)}."),
+    ctx: typer.Context,
+    format: str = typer.Argument(..., help=f"Corpus layout: {', '.join(FORMATS)}."),
     source: Path = typer.Argument(..., help="Corpus folder (ljspeech, libritts, grid) or list/csv/table file."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest Parquet file to write."),
-    data_root: Optional[Path] = typer.Option(
-        None, help="Write media paths relative to this folder (default: the corpus folder, video dir or media root)."),
-    video_dir: Optional[Path] = typer.Option(None, help="vggsound: folder of the pre-cut clips."),
-    media_root: Optional[Path] = typer.Option(None, help="lrs2: folder the list's ids are relative to."),
-    video_ext: Optional[str] = typer.Option(None, help="lrs2/grid: video file extension (.mp4 / .mpg)."),
-    pattern: Optional[str] = typer.Option(
-        None, help="vggsound: video file name pattern (default {youtube_id}_{start:06d}.mp4); "
-                   "reference: video path pattern from the audio stem, e.g. videos/{stem}.mp4."),
-    list_path: Optional[Path] = typer.Option(None, "--list", help="grid: list of SPEAKER/UTTERANCE ids to take."),
-    map_: list[str] = typer.Option([], "--map", help="table: manifest_column=source_column (repeatable)."),
+    # The reader options (READER_FLAGS), read by _reader_arguments through ctx.
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help=_option_help("--data-root")),
+    video_dir: Optional[Path] = typer.Option(None, "--video-dir", help=_option_help("--video-dir")),
+    media_root: Optional[Path] = typer.Option(None, "--media-root", help=_option_help("--media-root")),
+    video_ext: Optional[str] = typer.Option(None, "--video-ext", help=_option_help("--video-ext")),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help=_option_help("--pattern")),
+    list_path: Optional[Path] = typer.Option(None, "--list", help=_option_help("--list")),
+    map_: list[str] = typer.Option([], "--map", help=_option_help("--map")),
     set_: list[str] = typer.Option([], "--set", help="column=value filling empty cells (repeatable), e.g. task=v2s."),
-    dataset: Optional[str] = typer.Option(
-        None, help="Corpus name for the dataset column (default: the corpus, e.g. lrs2; none for reference)."),
-    split: Optional[str] = typer.Option(
-        None, help="Split name; vggsound: keep only rows of this split; lrs2: default from the list name."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help=_option_help("--dataset")),
+    split: Optional[str] = typer.Option(None, "--split", help=_option_help("--split")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
 ) -> None:
     """Build a manifest from a corpus layout; it is validated before it is written."""
-    if format not in READERS:
-        raise typer.BadParameter(f"unknown format {format!r}; known: {', '.join(READERS)}", param_hint="FORMAT")
+    if format not in FORMATS:
+        raise typer.BadParameter(f"unknown format {format!r}; known: {', '.join(FORMATS)}", param_hint="FORMAT")
     if out.exists() and not force:
         raise typer.BadParameter(f"{out} exists; pass --force to overwrite it", param_hint="--out")
-    given = {"dataset": dataset, "split": split, "data_root": data_root, "video_dir": video_dir,
-             "media_root": media_root, "video_ext": video_ext, "pattern": pattern, "list_path": list_path,
-             "mapping": _pairs(map_, "--map") or None}
-    given = {k: v for k, v in given.items() if v is not None}
-    refused = sorted(OPTION_NAMES[k] for k in given if k not in FORMAT_OPTIONS[format])
-    if refused:
-        raise typer.BadParameter(f"{', '.join(refused)} not used by format {format!r}", param_hint="options")
-    if "pattern" in given:
-        given["filename_pattern" if format == "vggsound" else "video_pattern"] = given.pop("pattern")
-    defaults = _pairs(set_, "--set")
-    if format == "reference":
-        if "task" not in defaults:
-            raise typer.BadParameter("reference lists need the task: --set task=v2s|visual_tts|tts|joint",
-                                     param_hint="--set")
-        given["task"] = defaults.pop("task")
-    if format == "vggsound" and "video_dir" not in given:
-        raise typer.BadParameter("vggsound needs --video-dir", param_hint="--video-dir")
-    if format == "lrs2" and "media_root" not in given:
-        raise typer.BadParameter("lrs2 needs --media-root", param_hint="--media-root")
+    arguments, defaults = _reader_arguments(ctx, FORMATS[format], set_)
 
     console = Console(soft_wrap=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            table = build_manifest(format, source, defaults=defaults or None, **given)
+            table = build_manifest(format, source, defaults=defaults or None, **arguments)
         except ManifestError as e:
-            _fail(e)
+            fail(str(e))
     for w in caught:
         console.print(f"[yellow]note:[/yellow] {w.message}")
     write_manifest(table, out)
@@ -144,7 +169,7 @@ def validate(
         try:
             table = read_manifest(manifest)
         except ManifestError as e:
-            _fail(e)
+            fail(str(e))
     for w in caught:
         console.print(f"[yellow]note:[/yellow] {w.message}")
     console.print(f"{manifest}: {table.num_rows} rows")
@@ -164,11 +189,6 @@ def validate(
     if strict and n_problems:
         console.print(f"[red]--strict: {n_problems} problem(s)[/red]")
         raise typer.Exit(1)
-
-
-def _fail(error: ManifestError) -> NoReturn:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(1)
 
 
 def _print_counts(console: Console, table: pa.Table) -> None:
