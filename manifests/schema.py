@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from manifests.atomic import atomic_write_parquet
 
 Seconds = float
 
@@ -73,11 +74,5 @@ def clips_to_table(clips: Iterable[Clip]) -> pa.Table:
 
 
 def write_manifest(clips: Iterable[Clip] | pa.Table, path: str | Path) -> Path:
-    """Write a manifest Parquet file (to a temporary name, then renamed)."""
-    table = clips if isinstance(clips, pa.Table) else clips_to_table(clips)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
+    """Write a manifest Parquet file (atomically: a reader never sees half of it)."""
+    return atomic_write_parquet(path, clips if isinstance(clips, pa.Table) else clips_to_table(clips))

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from manifests.errors import PipelineError
 from manifests.schema import CLIP_ID_PATTERN, MANIFEST_SCHEMA, REQUIRED_COLUMNS
 from manifests.tasks import SPEECH_TASKS, TASKS, VIDEO_TASKS
 
@@ -28,7 +29,7 @@ TIME_COLUMNS = ("start_s", "end_s", "speech_start_s", "speech_end_s")
 MEDIA_COLUMNS = ("video_path", "audio_path")
 
 
-class ManifestError(ValueError):
+class ManifestError(PipelineError, ValueError):
     """The manifest cannot be used as it is; `problems` holds one readable paragraph per problem."""
 
     def __init__(self, message: str, problems: list[str] | None = None):

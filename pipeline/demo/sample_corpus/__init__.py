@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from manifests.atomic import atomic_write_text
 from manifests.schema import Clip, write_manifest
 from pipeline.demo.sample_corpus.draw import HEIGHT, WIDTH
 from pipeline.demo.sample_corpus.encode import find_tools
@@ -69,7 +70,5 @@ def make_sample_corpus(out_dir: Path, *, seed: int = 0, scale: int = 1, include_
             expected[clip.clip_id] = notes
             if progress is not None:
                 progress(clip.clip_id)
-    tmp_json = out_dir / ".expected.json.tmp"
-    tmp_json.write_text(json.dumps(expected, indent=1, sort_keys=True, ensure_ascii=False), encoding="utf-8")
-    tmp_json.replace(out_dir / "expected.json")
+    atomic_write_text(out_dir / "expected.json", json.dumps(expected, indent=1, sort_keys=True, ensure_ascii=False))
     return write_manifest(clips, out_dir / "manifest.parquet")
