@@ -1,4 +1,4 @@
-"""Audio features shared by extract, synth-mix and generate (DESIGN §4-§5): loudness, PCM16/FLAC, log-mel.
+"""Audio features shared by extract, synth-mix and generate: loudness, PCM16/FLAC, log-mel (docs/design.md).
 
 Plain functions first, so the mixing stage and `generate` derive features with exactly the same code;
 `AudioFeatureStage` strings them together for extract. Every waveform here is float32 mono `[N]` at
@@ -38,7 +38,7 @@ LOUDNESS_MIN_SECONDS = 0.4  # BS.1770's gating block; shorter clips are measured
 
 @dataclass(frozen=True, kw_only=True)
 class MelConfig:
-    """Log-mel parameters of the AudioLDM 16 kHz VAE and its HiFi-GAN vocoder (DESIGN §5)."""
+    """Log-mel parameters of the AudioLDM 16 kHz VAE and its HiFi-GAN vocoder, so their checkpoints fit."""
 
     sample_rate: int = rates.SAMPLE_RATE
     n_fft: int = 1024
@@ -282,7 +282,7 @@ class AudioFeatureStage(Stage):
             `[floor(N / hop), n_mels]` (mel of the stored audio), row["loudness_lufs"] (measured before; -inf for
             digital silence), row["gain_db"], row["peak_limited"], row["silent"].
     Rejects: bad_samples (NaN/Inf), too_short (under one mel hop), silent_audio (speech task below silence_lufs).
-    A silent sound clip is kept unchanged and flagged silent=True (DESIGN §5).
+    A silent sound clip is kept unchanged and flagged silent=True: silence is a sound too.
     """
 
     name: ClassVar[str] = "audio"

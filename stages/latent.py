@@ -1,4 +1,4 @@
-"""Optional VAE latents (DESIGN §4-§5): AudioLDM's diffusers `AutoencoderKL` over the log-mel.
+"""Optional VAE latents (docs/design.md, "Features"): AudioLDM's diffusers `AutoencoderKL` over the log-mel.
 
 The VAE sees a log-mel as an image `[B, 1, T, 64]` (time as height, mel bands as width) and maps each 4x4 patch
 to 8 channels: posterior `[B, 8, T/4, 16]`. We store it per latent frame as 8*16 = 128 channels at 25 fps,

@@ -1,4 +1,4 @@
-"""Feature-level speech-plus-sound mixtures (DESIGN §6): a recipe is data, rendering it is a pure function.
+"""Feature-level speech-plus-sound mixtures (docs/design.md, "Mixtures"): a recipe is data, rendering it is a pure function.
 
 A `MixRecipe` names its two sources (shard + key), the speech offset, the speech-to-sound ratio and the
 visual mode; it is sampled on the driver from a generator seeded by (seed, mixture index), so results do

@@ -1,4 +1,4 @@
-"""The phoneme vocabulary: a fixed, versioned table from IPA symbols to token ids (DESIGN §5).
+"""The phoneme vocabulary: a fixed, versioned table from IPA symbols to token ids.
 
 Tokenisation is per symbol (Unicode character): a multi-character phone such as `oʊ`, `tʃ` or `n̩`
 becomes several tokens. Why not one token per phone: espeak-ng's phone inventory differs between

@@ -1,4 +1,4 @@
-"""Transcript -> IPA phonemes -> token ids, with phonemizer's espeak-ng backend (DESIGN §5).
+"""Transcript -> IPA phonemes -> token ids, with phonemizer's espeak-ng backend.
 
 Outputs on speech rows: `phonemes` (IPA text: words split by spaces, punctuation kept as pause marks,
 stress marks on) and `phone_ids` (int16 `[N]`, ids of `stages.phone_vocab`, no padding). Rows of other

@@ -309,7 +309,7 @@ def test_finetune_starts_from_pretrained_weights_with_a_new_optimiser(extracted,
 
 
 def test_ray_train_runs_two_workers_and_rank_zero_alone_writes_the_checkpoint(extracted, ray_session, tmp_path):
-    from pipeline.cli.train import run_distributed
+    from pipeline.train_launch import run_distributed
 
     out, _ = extracted
     run = tmp_path / "ray_run"
