@@ -55,8 +55,9 @@ import numpy as np
 import torch
 
 from manifests.tasks import TASKS
-from model.batch import MEL_PATCH, collate, patch_mel, span_frames, stretch_phones
+from model.batch import collate, patch_mel, span_frames, stretch_phones
 from stages.format.contract import ContractError, FeatureContract, check_sample, read_dataset_json
+from stages.format.rates import MEL_PER_AUDIO_FRAME
 from stages.format.shard_io import decode_sample
 
 AUDIO_REPRS = ("mel", "latent")
@@ -316,7 +317,7 @@ class SamplePrep:
     @property
     def audio_dim(self) -> int:
         if self.audio_repr == "mel":
-            return MEL_PATCH * self.contract.n_mels
+            return MEL_PER_AUDIO_FRAME * self.contract.n_mels
         return int(self.contract.latent["channels"])
 
     def check(self, decoded: dict[str, Any], where: str = "") -> None:
@@ -327,7 +328,7 @@ class SamplePrep:
     def raw_audio(self, arrays: dict[str, Any], rng: Optional[np.random.Generator]) -> np.ndarray:
         """[T, A] float32 at audio_fps, not standardised; latents sampled with rng (None: the posterior mean)."""
         if self.audio_repr == "mel":
-            return patch_mel(arrays["mel"]).numpy()                                   # [T_m // 4, 256]
+            return patch_mel(arrays["mel"], self.contract.n_mels).numpy()            # [T_m // 4, 256]
         latent = arrays["latent"].astype(np.float32)                                 # [T_l, 2C]
         mean, logvar = np.split(latent, 2, axis=1)                                   # [T_l, C] each
         if rng is None or not self.latent_sample:

@@ -293,7 +293,11 @@ def test_patch_and_unpatch_mel():
     p = torch.randn(9, 256)
     torch.testing.assert_close(patch_mel(unpatch_mel(p)), p)
     with pytest.raises(ValueError):
-        patch_mel(torch.zeros(8, 80))
+        patch_mel(torch.zeros(8, 80), n_mels=64)                            # the contract's band count is enforced
+    assert patch_mel(torch.zeros(8, 80)).shape == (2, 320)                 # else the mel's own is used
+    assert unpatch_mel(torch.zeros(2, 320)).shape == (8, 80)
+    with pytest.raises(ValueError):
+        unpatch_mel(torch.zeros(2, 322))
 
 
 def test_collate_pads_and_masks_absent_conditions():
