@@ -184,15 +184,16 @@ def print_train_summary(report: dict[str, Any]) -> None:
 
 
 def _config(path: Optional[Path], overrides: dict[str, Any]):
-    from model.train import TrainConfig
+    from model.train_config import TrainConfig
     from pipeline.config import load_config
 
     return load_config(TrainConfig, path, overrides)
 
 
 def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **kwargs: Any) -> None:
+    from model.checkpoint import TrainError
     from model.data import DataError
-    from model.train import TrainError, run_finetune, run_pretrain
+    from model.train import run_finetune, run_pretrain
     from pipeline.config import ConfigError
     from stages.format.contract import ContractError
 
@@ -319,9 +320,9 @@ def generate_cmd(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Generate 16 kHz audio for a video (V2S), a video and a transcript (VisualTTS), or a transcript (TTS)."""
+    from model.checkpoint import TrainError
     from model.generate import GenerateError, generate, write_wav
     from model.generate import mux as mux_video
-    from model.train import TrainError
     from model.vocoder import VocoderError
     from stages.format.contract import ContractError
     from stages.model_dir import ModelDirError

@@ -21,7 +21,8 @@ from model.generate import (
     load_model,
     sample_audio,
 )
-from model.train import TrainConfig, run_pretrain
+from model.train import run_pretrain
+from model.train_config import TrainConfig
 from model.vocoder import GriffinLimVocoder, HifiGanVocoder, VocoderError, make_tiny_vocoder, mel_config_from_contract
 from stages.audio import LogMel, MelConfig, decode_flac
 from stages.format.contract import ContractError, FeatureContract, read_dataset_json

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from model.checkpoint import TrainError, load_checkpoint
 from model.data import (
     DataError,
     SamplePrep,
@@ -24,15 +25,9 @@ from model.data import (
     plan_finetune,
     plan_pretrain,
 )
-from model.train import (
-    TrainConfig,
-    TrainError,
-    load_checkpoint,
-    lr_at,
-    read_metrics,
-    run_finetune,
-    run_pretrain,
-)
+from model.metrics import read_metrics
+from model.train import lr_at, run_finetune, run_pretrain
+from model.train_config import TrainConfig
 from stages.format.contract import ContractError, read_dataset_json, write_dataset_json
 from stages.format.shard_io import AtomicShardWriter, iter_samples, sample_members
 
