@@ -23,10 +23,11 @@ from model.generate import (
 )
 from model.train import run_pretrain
 from model.train_config import TrainConfig
-from model.vocoder import GriffinLimVocoder, HifiGanVocoder, VocoderError, make_tiny_vocoder, mel_config_from_contract
+from model.vocoder import GriffinLimVocoder, HifiGanVocoder, VocoderError, make_tiny_vocoder
 from stages.audio import LogMel, MelConfig, decode_flac
 from stages.format.contract import ContractError, FeatureContract, read_dataset_json
 from stages.format.shard_io import iter_samples
+from stages.model_dir import ModelDirError
 
 SR = 16000
 
@@ -118,7 +119,7 @@ def test_encoder_vocabulary_or_vocoder_that_do_not_fit_are_refused(trained, medi
     wrong_bands = make_tiny_vocoder(tmp_path / "voc80", mel=MelConfig(n_mels=80))
     with pytest.raises(VocoderError, match="model_in_dim 80"):
         generate(trained, None, transcript="Hello.", duration=1.0, steps=1, vocoder_dir=wrong_bands)
-    with pytest.raises(VocoderError, match="not found"):
+    with pytest.raises(ModelDirError, match="vocoder directory not found"):   # the project's model-directory check
         generate(trained, None, transcript="Hello.", duration=1.0, steps=1, vocoder_dir=tmp_path / "nowhere")
 
 
@@ -142,7 +143,7 @@ def test_griffin_lim_inverts_a_real_mel_on_its_timeline(extracted):
 def test_hifigan_wave_covers_the_mel_exactly(tiny_vocoder, extracted):
     out, _ = extracted
     contract = read_dataset_json(out)[0]
-    vocoder = HifiGanVocoder(tiny_vocoder, mel_config_from_contract(contract.mel))
+    vocoder = HifiGanVocoder(tiny_vocoder, contract.mel_config())
     wave = vocoder(np.full((37, 64), -5.0, dtype=np.float32))
     assert wave.shape == (37 * 160,) and np.isfinite(wave).all()
 
