@@ -80,7 +80,9 @@ def bench_loader(data_dir: Path, workers: int, batch_size: int, batches: int) ->
 def bench_trainer(data_dir: Path, work: Path, preset: str, steps: int, batch_size: int) -> dict:
     from bench_extract import PeakRss
 
-    from model.train import TrainConfig, read_metrics, run_pretrain
+    from model.metrics import read_metrics
+    from model.train import run_pretrain
+    from model.train_config import TrainConfig
 
     run = work / f"bench_run_{preset}"
     shutil.rmtree(run, ignore_errors=True)

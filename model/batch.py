@@ -1,23 +1,22 @@
 """From decoded shard samples to a padded training batch: pure functions on arrays (no webdataset, no I/O).
 
 Audio sequences are at `audio_fps` (25/s): VAE latents [T, 128], or mel frames (100/s) patched 4 at a time into
-[T // 4, 256] by `patch_mel`. Padding and masks are made here, never in the shards. A condition a sample lacks
-(no video for TTS, no transcript for V2S) is masked: video_mask all False, phone track all zero.
+[T // 4, 4 * n_mels] (256 for 64 bands) by `patch_mel`. Padding and masks are made here, never in the shards.
+A condition a sample lacks (no video for TTS, no transcript for V2S) is masked: video_mask all False, phone track
+all zero.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from manifests.tasks import TASKS
-
-MEL_BANDS = 64
-MEL_PATCH = 4            # mel frames per audio frame: 100 frames/s -> 25 frames/s
+from stages.format.rates import AUDIO_FPS, MEL_PER_AUDIO_FRAME
 
 ArrayLike = np.ndarray | Tensor
 
@@ -40,25 +39,29 @@ def stretch_phones(phone_ids: ArrayLike, n_frames: int, speech_start_frame: int,
     return track
 
 
-def patch_mel(mel: ArrayLike) -> Tensor:
-    """Mel [T, 64] at 100 frames/s -> [T // 4, 256] at 25 frames/s, float32.
+def patch_mel(mel: ArrayLike, n_mels: Optional[int] = None) -> Tensor:
+    """Mel [T, n_mels] at 100 frames/s -> [T // 4, 4 * n_mels] at 25 frames/s, float32.
 
-    Layout: patch k is the concatenation of mel frames 4k, 4k+1, 4k+2, 4k+3, so element 64 * j + b of patch k is
-    band b of frame 4k + j. The last T % 4 frames (less than 40 ms) are dropped.
+    Layout: patch k is the concatenation of mel frames 4k, 4k+1, 4k+2, 4k+3, so element n_mels * j + b of patch k
+    is band b of frame 4k + j. The last T % 4 frames (less than 40 ms) are dropped. The band count is the array's;
+    given `n_mels` (the contract's), a mel with another count is refused.
     """
     mel = torch.as_tensor(mel).float()
-    if mel.dim() != 2 or mel.shape[1] != MEL_BANDS:
-        raise ValueError(f"mel must be [T, {MEL_BANDS}], got {tuple(mel.shape)}")
-    t4 = mel.shape[0] // MEL_PATCH
-    return mel[: t4 * MEL_PATCH].reshape(t4, MEL_PATCH * MEL_BANDS)  # [T4, 256]
+    if mel.dim() != 2 or (n_mels is not None and mel.shape[1] != n_mels):
+        raise ValueError(f"mel must be [T, {n_mels or 'n_mels'}], got {tuple(mel.shape)}")
+    bands = mel.shape[1]
+    t4 = mel.shape[0] // MEL_PER_AUDIO_FRAME
+    return mel[: t4 * MEL_PER_AUDIO_FRAME].reshape(t4, MEL_PER_AUDIO_FRAME * bands)  # [T4, 4 * n_mels]
 
 
-def unpatch_mel(patches: ArrayLike) -> Tensor:
-    """The exact inverse of patch_mel: [T4, 256] -> [4 * T4, 64]."""
+def unpatch_mel(patches: ArrayLike, n_mels: Optional[int] = None) -> Tensor:
+    """The exact inverse of patch_mel: [T4, 4 * n_mels] -> [4 * T4, n_mels] (n_mels: a quarter of the width
+    unless given)."""
     patches = torch.as_tensor(patches)
-    if patches.dim() != 2 or patches.shape[1] != MEL_PATCH * MEL_BANDS:
-        raise ValueError(f"patches must be [T4, {MEL_PATCH * MEL_BANDS}], got {tuple(patches.shape)}")
-    return patches.reshape(patches.shape[0] * MEL_PATCH, MEL_BANDS)  # [4 * T4, 64]
+    bands = n_mels or (patches.shape[-1] // MEL_PER_AUDIO_FRAME if patches.dim() == 2 else 0)
+    if patches.dim() != 2 or bands < 1 or patches.shape[1] != MEL_PER_AUDIO_FRAME * bands:
+        raise ValueError(f"patches must be [T4, {MEL_PER_AUDIO_FRAME} * n_mels], got {tuple(patches.shape)}")
+    return patches.reshape(patches.shape[0] * MEL_PER_AUDIO_FRAME, bands)  # [4 * T4, n_mels]
 
 
 def span_frames(span_s: tuple[float, float], fps: float) -> tuple[int, int]:
@@ -67,7 +70,7 @@ def span_frames(span_s: tuple[float, float], fps: float) -> tuple[int, int]:
     return math.floor(start_s * fps), math.ceil(end_s * fps)
 
 
-def collate(samples: Sequence[dict[str, Any]], *, audio_fps: float = 25.0,
+def collate(samples: Sequence[dict[str, Any]], *, audio_fps: float = AUDIO_FPS,
             video_dim: int | None = None) -> dict[str, Any]:
     """Pad a list of samples into a batch.
 

@@ -2,7 +2,7 @@
 
 The paper's model (`base`) is a DiT of 10 blocks, width 1536, 24 heads, about 460M parameters. With a SwiGLU
 feed-forward whose hidden size is `mlp_ratio * width`, a ratio of 3.75 (hidden 5760) lands the count at ~461M
-for both audio representations (mel patched 4x64 = 256-d, or VAE latents = 128-d); see tests/test_model.py.
+for both audio representations (mel patched 4x64 = 256-d, or VAE latents = 128-d); see tests/model/test_config.py.
 """
 
 from __future__ import annotations

@@ -32,18 +32,22 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from manifests.atomic import atomic_open
+from manifests.errors import PipelineError
 from model.batch import collate, unpatch_mel
+from model.checkpoint import ema_weights, load_checkpoint
 from model.config import DiTConfig
 from model.dit import VSSFlowDiT
 from model.flow import FlowMatching, cfg_velocity_fn, null_conditions
-from model.train import ema_weights, load_checkpoint
-from model.vocoder import load_vocoder, log_mel_bounds, mel_config_from_contract
+from model.vocoder import load_vocoder, log_mel_bounds
+from stages.device import pick_device
 from stages.format.contract import ContractError, FeatureContract
+from stages.format.rates import MEL_PER_AUDIO_FRAME
 
 METHODS = ("euler", "heun")
 
 
-class GenerateError(ValueError):
+class GenerateError(PipelineError, ValueError):
     """Input that cannot be generated for (no video and no duration, a span outside the clip, a reject, ...)."""
 
 
@@ -189,21 +193,21 @@ def sample_audio(model: VSSFlowDiT, cond: dict[str, torch.Tensor], *, steps: int
 
 def audio_to_mel(audio: torch.Tensor, ckpt: dict[str, Any], *, vae_dir: Optional[str | Path] = None) -> np.ndarray:
     """Standardised audio [T, A] -> natural-log mel [4 T, n_mels] float32 (VAE decode for latent checkpoints)."""
-    norm = ckpt["audio_norm"]
+    norm, contract = ckpt["audio_norm"], FeatureContract.from_dict(ckpt["contract"])
     raw = audio.float().cpu() * norm["std"] + norm["mean"]                             # [T, A]
     if ckpt["config"]["audio_repr"] == "mel":
-        return unpatch_mel(raw).numpy()                                                # [4T, 64]
+        return unpatch_mel(raw, contract.n_mels).numpy()                               # [4T, n_mels]
     from stages.latent import decode_latent, load_vae
 
-    vae_dir = vae_dir or (ckpt["contract"].get("latent") or {}).get("vae_dir")
+    vae_dir = vae_dir or (contract.latent or {}).get("vae_dir")
     if not vae_dir:
         raise GenerateError("a latent checkpoint needs its VAE: pass vae_dir")
-    return decode_latent(load_vae(vae_dir), raw.numpy())                               # [4T, 64]
+    return decode_latent(load_vae(vae_dir), raw.numpy())                               # [4T, n_mels]
 
 
 def conditions_batch(conds: dict[str, Any], model_cfg: DiTConfig, hop_length: int) -> dict[str, Any]:
     """A one-sample collated batch whose audio covers the clip (ceil to whole audio frames)."""
-    frames = math.ceil(conds["n_samples"] / (4 * hop_length))
+    frames = math.ceil(conds["n_samples"] / (MEL_PER_AUDIO_FRAME * hop_length))
     video = conds["video"]
     if video is not None and len(video) > model_cfg.max_video_frames:
         raise GenerateError(f"the clip has {len(video)} video frames; the model takes at most "
@@ -227,11 +231,10 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(pick_device(device))
     model, checkpoint = load_model(ckpt, use_ema=use_ema, device=dev)
     contract = FeatureContract.from_dict(checkpoint["contract"])
-    mel_cfg = mel_config_from_contract(contract.mel)
+    mel_cfg = contract.mel_config()
     vocoder = load_vocoder(vocoder_dir, mel_cfg, device=dev, seed=seed)   # fail on a bad vocoder before the work
     timings["load_s"] = time.perf_counter() - t0
 
@@ -244,7 +247,7 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
     t0 = time.perf_counter()
     cond = {k: batch[k].to(dev) for k in ("phones_track", "video", "video_mask", "audio_mask")}
     audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed)[0]   # [T, A]
-    mel = audio_to_mel(audio, checkpoint, vae_dir=vae_dir)                                           # [4T, 64]
+    mel = audio_to_mel(audio, checkpoint, vae_dir=vae_dir)                                           # [4T, n_mels]
     low, high = log_mel_bounds(mel_cfg)     # no wave in [-1, 1] has a log-mel outside: project onto that range
     clipped = float(np.mean((mel < low) | (mel > high)))
     mel = np.clip(mel, low, high)
@@ -272,14 +275,12 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
 
 
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> Path:
-    """16-bit PCM wav, written to a temporary name and renamed."""
+    """16-bit PCM wav, written atomically (`manifests.atomic`)."""
     import soundfile as sf
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    sf.write(tmp, np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    with atomic_open(path, "wb") as f:
+        sf.write(f, np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     return path
 
 

@@ -17,7 +17,6 @@ frame t centred on sample t * hop + hop / 2) and return float32 [T * hop] at the
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -25,22 +24,18 @@ from typing import Optional
 import numpy as np
 import torch
 
+from manifests.errors import PipelineError
 from stages.audio import MelConfig
+from stages.model_dir import check_model_dir, read_model_config
 
 RANDOM_INIT_KEY = "vssflow_random_init"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_HINT = (" A vocoder is a local SpeechT5HifiGan directory (e.g. the vocoder/ folder of an AudioLDM checkpoint); "
+         "leave --vocoder out to use Griffin-Lim.")
 
 
-class VocoderError(ValueError):
-    """A vocoder directory that is missing, unreadable, or made for other features."""
-
-
-def mel_config_from_contract(mel: dict) -> MelConfig:
-    """The MelConfig recorded in a dataset.json / checkpoint contract (extra descriptive keys ignored)."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(MelConfig)}
-    return MelConfig(**{k: v for k, v in mel.items() if k in names})
+class VocoderError(PipelineError, ValueError):
+    """A vocoder that does not fit the features (a missing or malformed directory is a `ModelDirError`)."""
 
 
 def log_mel_bounds(mel: MelConfig) -> tuple[float, float]:
@@ -89,28 +84,14 @@ class GriffinLimVocoder:
         return wave.numpy().astype(np.float32)                                      # [T * hop]
 
 
-def _check_dir(model_dir: Path) -> dict:
-    if not model_dir.is_dir():
-        raise VocoderError(f"vocoder directory not found: {model_dir}. Pass a local SpeechT5HifiGan directory "
-                           f"(config.json + model.safetensors, e.g. the vocoder/ folder of an AudioLDM checkpoint); "
-                           f"nothing is downloaded. Leave --vocoder out to use Griffin-Lim.")
-    config_path = model_dir / "config.json"
-    if not config_path.is_file() or not any((model_dir / w).is_file() for w in _WEIGHTS):
-        raise VocoderError(f"vocoder directory {model_dir} needs config.json and one of {', '.join(_WEIGHTS)}")
-    try:
-        return json.loads(config_path.read_text())
-    except (OSError, ValueError) as e:
-        raise VocoderError(f"vocoder config {config_path} is unreadable: {e}") from None
-
-
 class HifiGanVocoder:
     name = "hifigan"
 
     def __init__(self, model_dir: str | Path, mel: MelConfig, *, device: str | torch.device = "cpu"):
         from transformers import SpeechT5HifiGan
 
-        self.model_dir, self.mel = Path(model_dir), mel
-        config = _check_dir(self.model_dir)
+        self.model_dir, self.mel = check_model_dir(model_dir, "vocoder", _WEIGHTS, _HINT), mel
+        config = read_model_config(self.model_dir, "vocoder")
         upsample = math.prod(config.get("upsample_rates", ()))
         expected = {"model_in_dim": mel.n_mels, "sampling_rate": mel.sample_rate}
         problems = [f"{k} {config.get(k)} (features need {v})" for k, v in expected.items() if config.get(k) != v]

@@ -150,7 +150,9 @@ def main() -> None:
 
     from model.data import SamplePrep, load_samples, plan_pretrain
     from model.generate import load_model
-    from model.train import TrainConfig, read_metrics, run_pretrain
+    from model.metrics import read_metrics
+    from model.train import run_pretrain
+    from model.train_config import TrainConfig
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     extract = prepare_data(args.work, args.scale)

@@ -76,7 +76,7 @@ def print_train_summary(report: dict[str, Any]) -> None:
 
 
 def _config(path: Optional[Path], overrides: dict[str, Any]):
-    from model.train import TrainConfig
+    from model.train_config import TrainConfig
     from pipeline.config import load_config
 
     return load_config(TrainConfig, path, overrides)

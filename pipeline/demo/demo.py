@@ -53,7 +53,8 @@ def train_and_generate(work: Path, corpus: Path) -> tuple[Path, Path]:
     import pyarrow.parquet as pq
 
     from model.generate import generate, mux, write_wav
-    from model.train import TrainConfig, run_finetune, run_pretrain
+    from model.train import run_finetune, run_pretrain
+    from model.train_config import TrainConfig
     from pipeline.cli.train import print_train_summary, train_progress
 
     config = TrainConfig(preset="tiny", model_overrides={"width": 128}, batch_size=8, warmup_steps=20,
