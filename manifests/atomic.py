@@ -19,6 +19,14 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def publish(tmp: Path, path: Path) -> Path:
+    """Flush a finished temporary file to disk and rename it over `path` (for files another program wrote)."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 class AtomicFile:
     """A file written under a temporary name: `commit()` flushes it to disk and renames it into place, `abort()`
     deletes it. `file` is the open file object (binary for mode "wb", UTF-8 text for "w")."""
@@ -32,11 +40,8 @@ class AtomicFile:
         self.file: IO = open(self.tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {}))
 
     def commit(self) -> Path:
-        self.file.flush()
-        os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return publish(self.tmp, self.path)
 
     def abort(self) -> None:
         self.file.close()

@@ -33,6 +33,7 @@ from stages.format.contract import ContractError, FeatureContract
 
 CHECKPOINT_FORMAT = 1
 LAST = "ckpt/last.pt"
+REPORT = "report.json"      # RUN/report.json: the summary of the last finished invocation
 # fields a resumed run may change; any other difference from the checkpoint's config is refused
 RESUMABLE_CHANGES = frozenset({"steps", "eval_every", "save_every", "log_every", "num_workers", "device",
                                "num_threads", "bf16"})

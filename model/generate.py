@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from manifests.atomic import atomic_open
+from manifests.atomic import atomic_open, publish, temp_path
 from manifests.errors import PipelineError
 from model.batch import collate, unpatch_mel
 from model.checkpoint import ema_weights, load_checkpoint
@@ -45,6 +45,7 @@ from stages.format.contract import ContractError, FeatureContract
 from stages.format.rates import MEL_PER_AUDIO_FRAME
 
 METHODS = ("euler", "heun")
+MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}   # output suffix -> ffmpeg muxer
 
 
 class GenerateError(PipelineError, ValueError):
@@ -297,16 +298,19 @@ def mux(video_path: str | Path, wav_path: str | Path, out_path: str | Path) -> d
     """The video's picture with the wav as its sound (ffmpeg), cut to the shorter of the two. The picture is
     copied when the output container takes its codec, else re-encoded to H.264 (reported in the result)."""
     out = Path(out_path)
+    muxer = MUXERS.get(out.suffix.lower())
+    if muxer is None:
+        raise GenerateError(f"cannot write video {out}: use one of {', '.join(sorted(MUXERS))}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
+    tmp = temp_path(out)
     base = [_ffmpeg(), "-y", "-v", "error", "-i", str(video_path), "-i", str(wav_path), "-map", "0:v:0",
-            "-map", "1:a:0", "-c:a", "aac", "-shortest"]
+            "-map", "1:a:0", "-c:a", "aac", "-shortest", "-f", muxer]
     attempts = (["-c:v", "copy"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"])
     errors = []
     for video_codec in attempts:
         result = subprocess.run(base + video_codec + [str(tmp)], capture_output=True, text=True)
         if result.returncode == 0:
-            tmp.replace(out)
+            publish(tmp, out)
             return {"path": str(out), "video": "copied" if video_codec[1] == "copy" else "re-encoded (libx264)"}
         errors.append(result.stderr.strip()[-500:])
     tmp.unlink(missing_ok=True)

@@ -35,8 +35,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from manifests.atomic import atomic_write_text
 from model.checkpoint import (
     LAST,
+    REPORT,
     InitCheckpoint,
     TrainError,
     check_resume,
@@ -334,13 +336,16 @@ def _report(run: _Run, totals: _Totals) -> dict[str, Any]:
                "parameters": count_parameters(run.model), "model": run.model_cfg.to_dict(),
                "sources": describe_sources(run.data.sources), "checkpoint": str(out / LAST) if lead else None,
                "metrics": str(out / METRICS) if lead else None, "host": socket.gethostname(), "pid": os.getpid()}
-    workers = out / "workers"
-    workers.mkdir(parents=True, exist_ok=True)
-    (workers / f"rank-{run.rank}.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "workers" / f"rank-{run.rank}.json", json.dumps(summary, indent=2, default=str))
     if lead:
-        (out / "report.json").write_text(json.dumps({**summary, "config": cfg.to_dict(),
-                                                      "data": run.data.describe()}, indent=2, default=str))
+        atomic_write_text(out / REPORT, json.dumps({**summary, "config": cfg.to_dict(), "data": run.data.describe()},
+                                                   indent=2, default=str))
     return summary
+
+
+def read_report(out: str | Path) -> dict[str, Any]:
+    """RUN/report.json: the summary of the run's last finished invocation."""
+    return json.loads((Path(out) / REPORT).read_text())
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from manifests.errors import UsageError
+from model.train import read_report
 from pipeline.jobs.ray_exec import init_ray
 
 JOBS = ("pretrain", "finetune")
@@ -72,7 +73,7 @@ def run_distributed(job: str, *, num_workers: int, use_gpu: bool = False, addres
                            run_config=RunConfig(storage_path=str(out / "ray"), name=job))
     with _follow_metrics(out, kwargs["config"].steps, progress):
         trainer.fit()
-    return json.loads((out / "report.json").read_text())
+    return read_report(out)
 
 
 def _absolute(name: str, value: Any) -> Any:

@@ -21,7 +21,7 @@ PACKAGES = ("manifests", "stages", "model", "pipeline")        # lowest layer fi
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 SINGLE_DEFINITIONS = ("TASKS", "SPEECH_TASKS", "VIDEO_TASKS", "MEL_PER_AUDIO_FRAME", "VIDEO_FPS", "AUDIO_FPS",
-                      "atomic_open", "temp_path", "fail", "PipelineError", "pick_device")
+                      "atomic_open", "temp_path", "publish", "fail", "PipelineError", "pick_device")
 
 
 def module_name(path: Path) -> str:

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from manifests.errors import PipelineError
 
-console = Console(stderr=True)
+console = Console(stderr=True)           # messages, progress, summaries
+stdout = Console(soft_wrap=True)         # what a command prints as its result (tables a script may read)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -21,7 +21,7 @@ from manifests.readers import FORMATS, Reader, ReaderOption, build_manifest
 from manifests.readers.reader import SET_FLAG
 from manifests.schema import write_manifest
 from manifests.validate import ROW_PROBLEMS, ManifestError, read_manifest, row_warnings
-from pipeline.cli.common import fail
+from pipeline.cli.common import fail, stdout
 
 manifest_app = typer.Typer(
     help="Build manifests from corpus layouts and validate them.",
@@ -131,7 +131,7 @@ def build(
         raise typer.BadParameter(f"{out} exists; pass --force to overwrite it", param_hint="--out")
     arguments, defaults = _reader_arguments(ctx, FORMATS[format], set_)
 
-    console = Console(soft_wrap=True)
+    console = stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -163,7 +163,7 @@ def validate(
 
     Exits 1 when the manifest is invalid (and with --strict when any row has a problem).
     """
-    console = Console(soft_wrap=True)
+    console = stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -119,14 +119,14 @@ def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **
   pipeline run pretrain --data /mnt/a --data /mnt/b --out /mnt/runs/p --config train.yaml --num-workers 8 --use-gpu
 
 Re-running the same command resumes from RUN/ckpt/last.pt (raise --steps to train longer). The config file
-holds keys of model.train.TrainConfig (lr, warmup_steps, task_weights: {v2s: 1, visual_tts: 1, tts: 0.5}, ...).""")
+holds keys of model.train_config.TrainConfig (lr, warmup_steps, task_weights: {v2s: 1, visual_tts: 1, tts: 0.5}, ...).""")
 def pretrain_cmd(
     data: List[Path] = typer.Option(..., help="Output folder of an extract job (repeat --data for several)."),
     out: Path = typer.Option(..., help="Run folder: ckpt/last.pt, metrics.jsonl, report.json."),
     preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or base (the paper's; default)."),
     steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default 100000)."),
     batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker (default 36)."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys (model/train_config.py)."),
     loader_workers: Optional[int] = typer.Option(None, help="DataLoader processes per training worker (default 2)."),
     num_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process)."),
     use_gpu: bool = typer.Option(False, help="One GPU per training worker (or this process's GPU)."),
@@ -158,7 +158,7 @@ def finetune_cmd(
     video_frame_mask: Optional[float] = typer.Option(None, help="Probability of masking each video frame."),
     steps: Optional[int] = typer.Option(None, help="Total optimisation steps."),
     batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys (model/train_config.py)."),
     loader_workers: Optional[int] = typer.Option(None, help="DataLoader processes per training worker."),
     num_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process)."),
     use_gpu: bool = typer.Option(False, help="One GPU per training worker (or this process's GPU)."),

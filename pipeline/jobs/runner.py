@@ -23,7 +23,13 @@ from pipeline.errors import OutputBusy, PipelineError
 from pipeline.jobs.assemble import IndexFn, SampleFn, UnitAssembler
 from pipeline.jobs.ledger import Ledger
 from pipeline.jobs.report import finish_job
-from stages.format.contract import ContractError, FeatureContract, read_dataset_json, write_dataset_json
+from stages.format.contract import (
+    ContractError,
+    FeatureContract,
+    read_dataset_json,
+    require_same,
+    write_dataset_json,
+)
 from stages.format.layout import OutputDir
 
 WINDOW_ROWS = 20_000  # rows handed to one Ray Data execution; bounds driver and object-store memory
@@ -48,10 +54,10 @@ def open_output(out_dir: Path, job: str, contract: FeatureContract, config: Any)
     out_dir.mkdir(parents=True, exist_ok=True)
     if OutputDir(out_dir).dataset_json.exists():
         existing, doc = read_dataset_json(out_dir)
-        if doc.get("job") != job or existing.feature_hash != contract.feature_hash:
-            diff = "; ".join(existing.differences(contract)[:5]) or f"job {doc.get('job')!r}"
-            raise ContractError(f"{out_dir} holds a {doc.get('job')} output made with different features ({diff}). "
-                                f"Use a new --out folder, or the same config and models as before.")
+        if doc.get("job") != job:
+            raise ContractError(f"{out_dir} holds a {doc.get('job')} output, not {job}: use a new --out folder")
+        require_same([(f"the output {out_dir}", existing), (f"this {job} run", contract)],
+                     "Use a new --out folder, or the same config and models as before.")
         return
     write_dataset_json(out_dir, contract, job=job, config=to_dict(config))
 
