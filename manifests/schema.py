@@ -20,7 +20,9 @@ Seconds = float
 
 SCHEMA_VERSION = 1
 # RE2 (pyarrow) reads `$` as end of text; in Python use CLIP_ID_PATTERN.fullmatch (`$` also matches before "\n").
-CLIP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+# A clip_id becomes the WebDataset key of its sample: one rule here, used by validation and by the shard writer.
+# No dots (WebDataset splits member names at the first dot) and no leading "_" (reserved for __key__ and friends).
+CLIP_ID_PATTERN = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,199}$")
 
 MANIFEST_SCHEMA = pa.schema(
     [

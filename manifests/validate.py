@@ -174,7 +174,7 @@ def validate_table(table: pa.Table) -> None:
         values = clip_id.take(pa.array(rows)).to_pylist()
         problems.append(
             f"{total} clip_id(s) do not match {CLIP_ID_PATTERN.pattern} (they become WebDataset keys: letters, "
-            f"digits, '_' and '-' only, no dots): {_values_text(values)} at {_rows_text(rows, total)}. "
+            f"digits, '_' and '-' only, no dots, not starting with '_'): {_values_text(values)} at {_rows_text(rows, total)}. "
             "Readers sanitise ids for you (`pipeline manifest build`); otherwise replace the other characters."
         )
 

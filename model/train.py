@@ -317,7 +317,7 @@ def _data(data: TrainData, cfg: TrainConfig, model_cfg: DiTConfig, rank: int
                          epoch_steps=cfg.epoch_steps, shuffle_buffer=cfg.shuffle_buffer, rank=rank)
     val_batches = []
     if rank == 0 and data.held_out:
-        val_batches = fixed_batches(load_samples(data.held_out, prep, cfg.seed), cfg.batch_size,
+        val_batches = fixed_batches(load_samples(data.held_out, prep, cfg.seed, data.checksums), cfg.batch_size,
                                     data.contract.video_dim, model_cfg.audio_fps)
     return loader, val_batches
 

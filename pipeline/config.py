@@ -20,44 +20,87 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls, data: dict[str, Any], where: str = ""):
-    """Build a (nested) config dataclass from a plain dict; unknown keys are an error, not ignored."""
+    """Build a (nested) config dataclass from plain data, checking every key and the type of every value.
+
+    Unknown keys are an error, not ignored; values are validated against the fields' type hints (pydantic), so
+    `shard_size: "x"` or `decode: 5` fail here with the key, the value and what was expected, and a value the class
+    itself refuses (its `__post_init__`) is reported the same way.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    _check_keys(cls, data, where)
+    try:
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, where)) from None
+
+
+def _check_keys(cls, data: Any, where: str) -> None:
+    """Unknown keys, at every level of nested config dataclasses."""
+    if not isinstance(data, dict):
+        return   # a value of the wrong type is the validator's to report
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"unknown config key(s) {sorted(unknown)} in {where or cls.__name__}; "
                           f"known: {sorted(names)}")
-    kwargs = {}
     for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value, f"{where}.{key}" if where else key)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:  # a config class refusing a value says why; name where it was
-        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+        if dataclasses.is_dataclass(hints[key]):
+            _check_keys(hints[key], value, f"{where}.{key}" if where else key)
+
+
+def _describe(error, where: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        key = ".".join(part for part in (where, loc) if part) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        shown = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+        lines.append(f"{key}: {message}{shown}")
+    return "invalid config: " + "; ".join(lines)
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for p in parts[:-1]:
+        if not isinstance(data.get(p, {}), dict):
+            raise ConfigError(f"{dotted}: {p} is a {type(data[p]).__name__}, not a group of keys")
         data = data.setdefault(p, {})
     data[parts[-1]] = value
 
 
-def load_config(cls, path: Optional[Path] = None, overrides: Optional[dict[str, Any]] = None):
-    """Defaults <- YAML file <- overrides ({"visual.model_dir": ...}); None overrides are skipped."""
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file as a mapping; ConfigError for a missing file, invalid YAML, a tag, or not a mapping."""
     import yaml
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping of config keys")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(f"{path}{_where(e)}: {e.problem}; config files hold plain values (tags such as "
+                          "!!python are refused)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML{_where(e)}: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
+    return data
+
+
+def _where(error) -> str:
+    mark = getattr(error, "problem_mark", None)
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+def load_config(cls, path: Optional[Path] = None, overrides: Optional[dict[str, Any]] = None):
+    """Defaults <- YAML file <- overrides ({"visual.model_dir": ...}); None overrides are skipped."""
+    data = read_yaml(path) if path is not None else {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_path(data, dotted, value)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from manifests.errors import PipelineError, UsageError
 
-__all__ = ["PipelineError", "UsageError", "ConfigError", "OutputBusy", "ClusterError", "ScheduleError"]
+__all__ = ["PipelineError", "UsageError", "ConfigError", "OutputBusy", "OutputNotWritable", "ClusterError", "ScheduleError"]
 
 
-class ConfigError(PipelineError, ValueError):
+class ConfigError(UsageError):
     """A job config (YAML or --set) with an unknown key, a value of the wrong type, or an impossible value."""
 
 
@@ -19,9 +19,13 @@ class OutputBusy(PipelineError, RuntimeError):
     """Another run holds the output folder's lock."""
 
 
+class OutputNotWritable(PipelineError):
+    """The output folder's disk is full, or the folder is read-only."""
+
+
 class ClusterError(PipelineError, RuntimeError):
     """The Ray job server cannot be reached, or refused a request."""
 
 
-class ScheduleError(PipelineError, ValueError):
+class ScheduleError(UsageError):
     """A schedule that cannot be added, read or fired as asked (bad cron, time zone, name, store)."""

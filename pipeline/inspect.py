@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from pipeline.cli.common import console
 from stages.format.contract import check_sample, read_dataset_json
-from stages.format.layout import OutputDir, SampleNotFound
+from stages.format.layout import DamagedShard, OutputDir, SampleNotFound
 from stages.format.shard_io import iter_samples
 
 
@@ -56,8 +57,12 @@ def describe_sample(out: Path, key: Optional[str]) -> dict[str, Any]:
         if index.num_rows == 0:
             raise SampleNotFound(f"{out} holds no samples")
         key = index["key"][0].as_py()
-    shard = folder.find(key)
-    sample = next((s for s in iter_samples([shard]) if s["key"] == key), None)
+    shard = folder.find(key, verify=True)
+    try:
+        sample = next((s for s in iter_samples([shard]) if s["key"] == key), None)
+    except (tarfile.TarError, OSError, ValueError) as e:
+        raise DamagedShard(f"shard {shard} cannot be read ({type(e).__name__}: {e}); re-run the job that wrote "
+                           f"{folder.root}") from None
     if sample is None:
         raise SampleNotFound(f"{key} listed in index.parquet but not found in {shard}")
     table = Table(title=f"sample {key}  ({shard.name})", show_header=False, title_justify="left")

@@ -18,7 +18,7 @@ from stages.format.layout import NotAnOutput, OutputDir
 RUNS_SHOWN = 5
 
 
-def output_status(out: Path) -> dict[str, Any]:
+def output_status(out: Path, *, verify: bool = False) -> dict[str, Any]:
     """Counts of a job output folder; FileNotFoundError when the folder holds no job output."""
     folder = OutputDir(out)
     report = folder.read_json(folder.report)
@@ -49,6 +49,8 @@ def output_status(out: Path) -> dict[str, Any]:
         "by_task": counts.get("by_task", {}),
         "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
         "units_planned": units_planned,
+        "damaged_units": folder.damaged_units(checksum=verify) if ledger else {},
+        "verified_checksums": verify,
         "units_done": units_done,
         # Units finished after the last report: a run is going on, or one stopped before it could report.
         "units_since_report": None if units_done is None else units_done - counts.get("shards", 0),
@@ -79,6 +81,11 @@ def print_status(status: dict[str, Any], console) -> None:
         if s["units_since_report"]:
             line += f" ({s['units_since_report']} since the last report: a run is going on or was stopped)"
         table.add_row("progress", line)
+    for unit, why in s["damaged_units"].items():
+        table.add_row("DAMAGED", f"unit {unit}: {why}")
+    if s["units_planned"] is not None and not s["damaged_units"]:
+        table.add_row("shards ok", "checksums verified" if s["verified_checksums"] else "sizes match the ledger "
+                      "(--verify also reads the checksums)")
     last = s["last_run"]
     if last:
         table.add_row("last run", f"{last.get('finished_at')}: {last.get('rows_processed', 0)} rows, "

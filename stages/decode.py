@@ -31,6 +31,14 @@ class DecodeConfig:
     min_seconds: Seconds = 0.1     # shorter clips are rejected
     max_source_seconds: Seconds = 3 * 3600.0  # refuse to decode absurdly long sources (memory guard)
 
+    def __post_init__(self) -> None:
+        if not (self.fps > 0 and self.sample_rate > 0 and self.image_size > 0):
+            raise ValueError(f"fps, sample_rate and image_size must be positive, got {self.fps}, "
+                             f"{self.sample_rate}, {self.image_size}")
+        if not 0 < self.min_seconds < self.max_seconds <= self.max_source_seconds:
+            raise ValueError(f"need 0 < min_seconds < max_seconds <= max_source_seconds, got {self.min_seconds}, "
+                             f"{self.max_seconds}, {self.max_source_seconds}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

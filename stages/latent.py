@@ -41,6 +41,10 @@ class LatentConfig:
     vae_dir: Optional[str] = None   # a diffusers AutoencoderKL directory; None = no latents
     batch_size: int = 8
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
 
 def _check_vae_dir(model_dir: Path) -> tuple[dict[str, Any], Path]:
     """Config and weight file of a VAE directory, or a ModelDirError naming the path."""

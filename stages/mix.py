@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -35,12 +36,14 @@ from stages.audio import (
 )
 from stages.base import Reject, Row, Stage
 from stages.format import rates
+from stages.format.layout import shard_problem
 from stages.format.shard_io import ShardReader, decode_sample
 
 Seconds = float
 Decibels = float
 RECIPE_VERSION = 1
 MODES = ("add", "insert", "sound_only")
+SNR_DB_RANGE = (-30.0, 60.0)   # beyond it one source is inaudible (or clipped away): not a mixture any more
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,10 +53,21 @@ class MixConfig:
     mode_weights: dict = field(default_factory=lambda: {"add": 1.0, "insert": 1.0, "sound_only": 1.0})
 
     def __post_init__(self):
-        if set(self.mode_weights) - set(MODES) or not any(w > 0 for w in self.mode_weights.values()):
-            raise ValueError(f"mode_weights must weigh some of {MODES}, got {self.mode_weights}")
+        unknown = set(self.mode_weights) - set(MODES)
+        if unknown:
+            raise ValueError(f"mode_weights names unknown modes {sorted(unknown)}; modes are {MODES}")
+        bad = {m: w for m, w in self.mode_weights.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"mode_weights must be finite and >= 0, got {bad}")
+        if not any(w > 0 for w in self.mode_weights.values()):
+            raise ValueError(f"mode_weights must give some mode a weight > 0, got {self.mode_weights}")
+        for name in ("snr_db_min", "snr_db_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and SNR_DB_RANGE[0] <= value <= SNR_DB_RANGE[1]):
+                raise ValueError(f"{name} must be a finite SNR in [{SNR_DB_RANGE[0]:g}, {SNR_DB_RANGE[1]:g}] dB, "
+                                 f"got {value}")
         if self.snr_db_min > self.snr_db_max:
-            raise ValueError("snr_db_min > snr_db_max")
+            raise ValueError(f"snr_db_min {self.snr_db_min} > snr_db_max {self.snr_db_max}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,15 +201,26 @@ class MixStage(Stage):
 
     name = "mix"
 
-    def __init__(self, *, mel: MelConfig, loudness: LoudnessConfig, video_fps: float):
+    def __init__(self, *, mel: MelConfig, loudness: LoudnessConfig, video_fps: float,
+                 shard_checks: Optional[dict[str, tuple]] = None):
         super().__init__()
         self.mel, self.loudness, self.video_fps = mel, loudness, video_fps
+        self.shard_checks = dict(shard_checks or {})   # shard path -> (size, sha256) recorded by its ledger
 
     def setup(self) -> None:
         self.logmel = LogMel(self.mel)
         self.reader = ShardReader()
+        self.shard_problems: dict[str, Optional[str]] = {}   # each source shard is checked once per worker
 
     def load(self, shard: str, key: str) -> dict:
+        if shard not in self.shard_problems:
+            size, sha256 = self.shard_checks.get(shard, (None, None))
+            self.shard_problems[shard] = shard_problem(Path(shard), size, sha256, checksum=True)
+        problem = self.shard_problems[shard]
+        if problem == "missing":
+            raise Reject("missing_source", f"{key}: shard {shard} is missing")
+        if problem:
+            raise Reject("broken_source", f"{key} in {shard}: {problem}")
         try:
             return decode_sample(self.reader.read(shard, key))
         except (FileNotFoundError, KeyError) as e:

@@ -45,7 +45,17 @@ class VisualConfig:
     device: str = "auto"
     num_threads: Optional[int] = None  # torch threads in a CPU encoder actor; None = every core of the node
     actors: Optional[int] = None    # encoder actor pool size (split placement); None = one per GPU
-    placement: str = "auto"         # auto: "split" when the cluster has GPUs, else "fused" (see pipeline/extract.py)
+    placement: str = "auto"         # auto: "split" when the cluster has GPUs, else "fused" (pipeline/jobs/extract.py)
+
+    def __post_init__(self) -> None:
+        if self.placement not in ("auto", "split", "fused"):
+            raise ValueError(f"placement must be auto, split or fused, not {self.placement!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
+        for name in ("batch_frames", "rows_per_batch", "num_threads", "actors"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 class ClipEncoder:

@@ -16,14 +16,14 @@ give the validation loss. Without such a split, the first keys of each task are 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from manifests.errors import PipelineError
 from manifests.tasks import TASKS
 from stages.format.contract import FeatureContract, read_dataset_json, require_same
-from stages.format.layout import NotAnOutput, OutputDir
+from stages.format.layout import NotAnOutput, OutputDir, shard_problem
 
 INDEX_COLUMNS = ("key", "shard", "task", "split")
 
@@ -44,7 +44,9 @@ def open_datasets(dirs: Sequence[str | Path]) -> FeatureContract:
 
 
 def read_index(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Rows {url, key, task, split} of every folder's index.parquet; url is the shard's absolute path."""
+    """Rows {url, key, task, split, sha256} of every folder's index.parquet; url is the shard's absolute path and
+    sha256 the checksum its ledger recorded (None for outputs older than checksums). A shard outside its folder,
+    missing, or of another size than recorded is a DataError naming it."""
     rows: list[dict[str, Any]] = []
     for d in dirs:
         folder = OutputDir(Path(d).resolve())
@@ -54,23 +56,32 @@ def read_index(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
         missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
         if missing:
             raise DataError(f"{folder.index} lacks columns {missing}")
+        recorded = {c: table[c].to_pylist() if c in table.column_names else [None] * table.num_rows
+                    for c in ("shard_size", "shard_sha256")}
         table = table.select(list(INDEX_COLUMNS))
-        shards = {shard: str(_shard_path(folder, shard)) for shard in table.column("shard").unique().to_pylist()}
-        for row in table.to_pylist():
+        shards: dict[str, tuple[str, Optional[str]]] = {}
+        for i, row in enumerate(table.to_pylist()):
             if row["task"] not in TASKS:
                 raise DataError(f"{folder.index}: sample {row['key']!r} has task {row['task']!r}, not one of {TASKS}")
-            rows.append({"url": shards[row["shard"]], "key": row["key"], "task": row["task"], "split": row["split"]})
+            if row["shard"] not in shards:
+                path = _shard_path(folder, row["shard"], recorded["shard_size"][i])
+                shards[row["shard"]] = (str(path), recorded["shard_sha256"][i])
+            url, sha256 = shards[row["shard"]]
+            rows.append({"url": url, "key": row["key"], "task": row["task"], "split": row["split"],
+                         "sha256": sha256})
     return rows
 
 
-def _shard_path(folder: OutputDir, shard: str) -> Path:
-    """An index row's shard as an absolute path; one outside the folder, or missing, is a DataError."""
+def _shard_path(folder: OutputDir, shard: str, size: Optional[int]) -> Path:
+    """An index row's shard as an absolute path; one outside the folder, missing, or resized is a DataError."""
     try:
         path = folder.shard(shard)
     except NotAnOutput as e:
         raise DataError(str(e)) from None
-    if not path.is_file():
-        raise DataError(f"{folder.index} names shard {shard!r}, which does not exist")
+    problem = shard_problem(path, size, None, checksum=False)
+    if problem:
+        raise DataError(f"{folder.index} names shard {shard!r}: {problem}. Re-run the job that wrote {folder.root} "
+                        f"(with --verify) to repair it")
     return path
 
 
@@ -183,6 +194,7 @@ class TrainData:
     sources: tuple[Source, ...]
     held_out: tuple[tuple[str, str], ...]     # (shard url, key) of the validation samples, in order
     exclude: frozenset                         # (shard url, key) never trained on
+    checksums: dict = field(default_factory=dict)   # shard url -> sha256 its ledger recorded (verified on read)
 
     def describe(self) -> dict[str, Any]:
         return {"dirs": list(self.dirs), "feature_hash": self.contract.feature_hash,
@@ -197,7 +209,7 @@ def plan_pretrain(dirs: Sequence[str | Path], *, task_weights: Optional[dict[str
     val, exclude = held_out_rows(rows, val_split=val_split, val_samples=val_samples)
     train = [r for r in rows if (r["url"], r["key"]) not in exclude]
     return TrainData(contract, tuple(str(Path(d).resolve()) for d in dirs), tuple(task_sources(train, task_weights)),
-                     tuple((r["url"], r["key"]) for r in val), exclude)
+                     tuple((r["url"], r["key"]) for r in val), exclude, recorded_checksums(rows))
 
 
 def plan_finetune(mix_dirs: Sequence[str | Path], real_joint_dirs: Sequence[str | Path], synthetic_ratio: float, *,
@@ -212,7 +224,11 @@ def plan_finetune(mix_dirs: Sequence[str | Path], real_joint_dirs: Sequence[str 
     keep = lambda rs: [r for r in rs if (r["url"], r["key"]) not in exclude]  # noqa: E731
     sources = finetune_sources(keep(mix), keep(real), synthetic_ratio)
     return TrainData(contract, tuple(str(Path(d).resolve()) for d in dirs), tuple(sources),
-                     tuple((r["url"], r["key"]) for r in val), exclude)
+                     tuple((r["url"], r["key"]) for r in val), exclude, recorded_checksums(mix + real))
+
+
+def recorded_checksums(rows: Sequence[dict]) -> dict[str, str]:
+    return {r["url"]: r["sha256"] for r in rows if r.get("sha256")}
 
 
 def describe_sources(sources: Sequence[Source]) -> str:

@@ -28,13 +28,16 @@ from __future__ import annotations
 import json
 import math
 import random
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from manifests.schema import CLIP_ID_PATTERN
 from model.data.plan import DataError, Source, TrainData
 from model.data.prep import SamplePrep, make_batch
+from stages.format.layout import file_checksum
 from stages.format.rates import AUDIO_FPS
 from stages.format.shard_io import decode_sample
 
@@ -51,21 +54,47 @@ def _not_audio(name: str) -> bool:
     return not name.endswith(".flac")
 
 
-def _shard_samples(url: str) -> Iterator[dict[str, Any]]:
+_verified: set[str] = set()   # shards whose checksum this process has checked (once per process, not per epoch)
+
+
+def verify_shard(url: str, sha256: Optional[str]) -> None:
+    """A DataError naming the shard when its bytes are not the ones its ledger recorded (flipped or truncated);
+    checked before any of its samples is used. Shards from outputs older than checksums are not checked."""
+    if sha256 is None or url in _verified:
+        return
+    if file_checksum(Path(url)) != sha256:
+        raise DataError(f"shard {url} is damaged: its checksum differs from the one recorded when it was written. "
+                        f"Run `pipeline status --verify` on its folder and re-run the job that wrote it")
+    _verified.add(url)
+
+
+def _shard_samples(url: str, sha256: Optional[str] = None) -> Iterator[dict[str, Any]]:
     """Raw samples of one shard, in order, without the FLAC (training reads features only: less I/O and memory in
     the shuffle buffers). Not `stages.format.shard_io.iter_samples`: its WebDataset refuses to run under
     torch.distributed without a node splitter, and every rank here reads shards on its own terms."""
+    import tarfile
+
     import webdataset as wds
 
-    return wds.tarfile_to_samples(select_files=_not_audio)(iter([{"url": url}]))
+    verify_shard(url, sha256)
+    try:
+        for raw in wds.tarfile_to_samples(select_files=_not_audio)(iter([{"url": url}])):
+            if not CLIP_ID_PATTERN.fullmatch(raw["__key__"]):
+                raise DataError(f"shard {url} holds a member named {raw['__key__']!r}, not a sample key: "
+                                "it was not written by this pipeline")
+            yield raw
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"shard {url} cannot be read ({type(e).__name__}: {e}): it is damaged or truncated; "
+                        "re-run the job that wrote it") from None
 
 
-def shard_samples(url: str) -> Iterator[dict[str, Any]]:
+def shard_samples(url: str, sha256: Optional[str] = None) -> Iterator[dict[str, Any]]:
     """Decoded samples (`stages.format.shard_io.decode_sample`) of one shard, in order."""
-    return (decode_sample(raw) for raw in _shard_samples(url))
+    return (decode_sample(raw) for raw in _shard_samples(url, sha256))
 
 
-def source_samples(source: Source, exclude: frozenset, seed: int) -> Iterator[dict[str, Any]]:
+def source_samples(source: Source, exclude: frozenset, seed: int,
+                   checksums: Optional[dict[str, str]] = None) -> Iterator[dict[str, Any]]:
     """Raw samples of one source, forever: shards drawn with replacement in proportion to their counts."""
     rng = random.Random(seed)
     cum = list(np.cumsum(source.counts))
@@ -75,7 +104,7 @@ def source_samples(source: Source, exclude: frozenset, seed: int) -> Iterator[di
         url = rng.choices(source.shards, cum_weights=cum)[0]
         expected = expected_of[url]
         found = 0
-        for raw in _shard_samples(url):
+        for raw in _shard_samples(url, (checksums or {}).get(url)):
             if (url, raw["__key__"]) in exclude or json.loads(raw["json"]).get("task") not in tasks:
                 continue
             found += 1
@@ -111,7 +140,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         for i, source in enumerate(self.data.sources):
             shuffle = wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 32),
                                   seed=seed_of(*base, _SHUFFLE, i))
-            streams.append(iter(shuffle(source_samples(source, self.data.exclude, seed_of(*base, _SHARDS, i)))))
+            streams.append(iter(shuffle(source_samples(source, self.data.exclude, seed_of(*base, _SHARDS, i),
+                                                                 self.data.checksums))))
         rng = random.Random(seed_of(*base, _MIX))
         cum = list(np.cumsum([s.weight for s in self.data.sources]))
         indices = range(len(streams))
@@ -180,13 +210,14 @@ class TrainLoader:
             epoch, within = epoch + 1, 0
 
 
-def load_samples(keys: Sequence[tuple[str, str]], prep: SamplePrep, seed: int = 0) -> list[dict[str, Any]]:
+def load_samples(keys: Sequence[tuple[str, str]], prep: SamplePrep, seed: int = 0,
+                 checksums: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
     """The prepared samples (url, key), in the given order; crops and latent draws seeded by (seed, position)."""
     wanted = {k: i for i, k in enumerate(keys)}
     found: dict[int, dict[str, Any]] = {}
     urls = sorted({url for url, _ in keys})
     for url in urls:
-        for decoded in shard_samples(url):
+        for decoded in shard_samples(url, (checksums or {}).get(url)):
             i = wanted.get((url, decoded["key"]))
             if i is not None:
                 found[i] = prep(decoded, np.random.default_rng(seed_of(seed, _VALID, i)), where=f"{url}: ")
@@ -212,7 +243,7 @@ def estimate_audio_norm(data: TrainData, audio_repr: str, max_samples: int = 256
         taken = 0
         tasks = frozenset(source.tasks)
         for url in source.shards:
-            for decoded in shard_samples(url):
+            for decoded in shard_samples(url, data.checksums.get(url)):
                 if taken >= per_source:
                     break
                 if decoded["meta"]["task"] not in tasks or (url, decoded["key"]) in data.exclude:

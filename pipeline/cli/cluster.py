@@ -285,19 +285,25 @@ STATUS_EPILOG = """Examples:
 
   pipeline status /mnt/shards/ljs
 
-  pipeline status /mnt/shards/ljs --json | jq .rejects_by_reason"""
+  pipeline status /mnt/shards/ljs --json | jq .rejects_by_reason
+
+  pipeline status /mnt/shards/ljs --verify      # re-read every shard's checksum"""
 
 
 def status_cmd(
     out: Path = typer.Argument(..., help="Output folder of a job."),
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON on stdout."),
+    verify: bool = typer.Option(False, "--verify", help="Also re-read every shard's checksum (sizes are always "
+                                "compared); exit 1 when a shard is missing or damaged."),
 ) -> None:
-    """Shards, rows, rejects by reason, progress of a running job, and the last runs."""
+    """Shards, rows, rejects by reason, progress of a running job, damaged shards, and the last runs."""
     from pipeline.status import output_status, print_status
 
-    with reported_errors(FileNotFoundError):
-        status = output_status(out)
+    with reported_errors():
+        status = output_status(out, verify=verify)
     if as_json:
         typer.echo(json.dumps(status, indent=2, sort_keys=True, default=str))
     else:
         print_status(status, console)
+    if status["damaged_units"]:
+        fail(f"{len(status['damaged_units'])} shard(s) missing or damaged; run the job again to redo them")

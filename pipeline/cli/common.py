@@ -70,5 +70,12 @@ def print_summary(report: dict[str, Any]) -> None:
     table.add_row("this run", f"{run.get('rows_processed', 0)} rows in {run['wall_s']:.1f}s"
                               + (f" ({run['rows_per_s']} rows/s, {run['clip_seconds_per_s']} clip-s/s)"
                                  if run.get("rows_processed") else " (nothing left to do)"))
+    for unit, why in (run.get("units_damaged") or {}).items():
+        table.add_row("redone", f"unit {unit}: {why}")
+    if run.get("rows_changed"):
+        kept = run.get("units_changed_kept") or []
+        table.add_row("edited rows", f"{run['rows_changed']} input row(s) changed since their shard was made"
+                      + (f"; {len(kept)} unit(s) kept as they were: run again with --redo-changed to redo them"
+                         if kept else " (redone)") + f"; e.g. {', '.join(run['rows_changed_listed'][:5])}")
     console.print(table)
     console.print(f"report: {report['out']}/report.json   rejects: {report['out']}/rejects.parquet")

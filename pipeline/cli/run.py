@@ -14,6 +14,7 @@ import typer
 from manifests.errors import UsageError
 from pipeline.cli.common import print_summary, reported_errors, row_progress
 from pipeline.cli.train import train_app
+from pipeline.jobs.runner import RunOptions
 
 run_app = typer.Typer(help="Run a job (embedded Ray by default; --address or RAY_ADDRESS for a cluster).",
                       no_args_is_help=True)
@@ -26,7 +27,7 @@ run_app.add_typer(train_app)  # pretrain, finetune, generate join `pipeline run`
 
   pipeline run extract --manifest m.parquet --data-root /mnt/corpus --out /mnt/shards --config extract.yaml --address ray://head:10001
 
-Re-running the same command resumes: finished shards are kept, only missing work is done; a manifest with new rows adds shards for those rows only.""")  # noqa: E501 - examples are kept whole
+Re-running the same command resumes: finished shards are kept (a missing or damaged one is redone), only missing work is done; a manifest with new rows adds shards for those rows only; rows edited since are reported (--redo-changed redoes their shards).""")  # noqa: E501 - examples are kept whole
 def run_extract_cmd(
     manifest: Path = typer.Option(..., help="Manifest Parquet file (see `pipeline manifest build`)."),
     data_root: Path = typer.Option(..., help="Folder the manifest's paths are relative to."),
@@ -34,8 +35,12 @@ def run_extract_cmd(
     visual_model: Optional[Path] = typer.Option(None, help="Local CLIP directory (Hugging Face layout); overrides the config."),  # noqa: E501
     vae: Optional[Path] = typer.Option(None, help="Local diffusers AutoencoderKL directory: also store VAE latents."),
     config: Optional[Path] = typer.Option(None, help="YAML config (keys of pipeline.jobs.extract.ExtractConfig)."),
-    shard_size: Optional[int] = typer.Option(None, help="Rows per shard (default 256)."),
+    shard_size: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 256)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address; default: embedded Ray."),  # noqa: E501
+    verify: bool = typer.Option(False, "--verify", help="Re-read the checksum of every finished shard and redo "
+                                "units whose shard is damaged (sizes are always compared)."),
+    redo_changed: bool = typer.Option(False, "--redo-changed", help="Redo finished units whose input rows were "
+                                      "edited since (otherwise they are only reported)."),
 ) -> None:
     """Extract 10 fps visual features, loudness-normalised audio, log-mel, phonemes (and latents) into shards."""
     from pipeline.config import load_config
@@ -47,7 +52,7 @@ def run_extract_cmd(
                                                   "shard_size": shard_size})
         with row_progress("extract") as progress:
             report = run_extract(manifest=manifest, data_root=data_root, out_dir=out, config=cfg, address=address,
-                                 progress=progress)
+                                 progress=progress, options=RunOptions(verify=verify, redo_changed=redo_changed))
     print_summary(report)
 
 
@@ -62,12 +67,16 @@ def run_synth_mix_cmd(
     speech: list[Path] = typer.Option(..., help="Extract output folder (or one of its shards) with visual_tts/tts samples; repeatable."),  # noqa: E501
     sound: list[Path] = typer.Option(..., help="Extract output folder (or one of its shards) with v2s samples; repeatable."),  # noqa: E501
     out: Path = typer.Option(..., help="Output folder for the mixture shards."),
-    count: Optional[int] = typer.Option(None, help="Number of mixtures (default 1000)."),
+    count: Optional[int] = typer.Option(None, min=1, help="Number of mixtures (default 1000)."),
     seed: Optional[int] = typer.Option(None, help="Seed of pairing, offsets, SNRs and modes (default 0)."),
     config: Optional[Path] = typer.Option(None, help="YAML config (keys of pipeline.jobs.synth_mix.SynthMixConfig)."),
     vae: Optional[Path] = typer.Option(None, help="The sources' VAE directory, if it moved since extract."),
-    shard_size: Optional[int] = typer.Option(None, help="Mixtures per shard (default 256)."),
+    shard_size: Optional[int] = typer.Option(None, min=1, help="Mixtures per shard (default 256)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address; default: embedded Ray."),  # noqa: E501
+    verify: bool = typer.Option(False, "--verify", help="Re-read the checksum of every finished shard and redo "
+                                "units whose shard is damaged (sizes are always compared)."),
+    redo_changed: bool = typer.Option(False, "--redo-changed", help="Redo finished units whose input rows were "
+                                      "edited since (otherwise they are only reported)."),
 ) -> None:
     """Mix speech over environmental sound at feature level (waveform mix, re-derived mel, mixed visual features)."""
     from pipeline.config import load_config
@@ -78,7 +87,7 @@ def run_synth_mix_cmd(
                                                    "vae_dir": str(vae) if vae else None})
         with row_progress("synth-mix") as progress:
             report = run_synth_mix(speech_dirs=speech, sound_dirs=sound, out_dir=out, config=cfg, address=address,
-                                   progress=progress)
+                                   progress=progress, options=RunOptions(verify=verify, redo_changed=redo_changed))
     print_summary(report)
 
 

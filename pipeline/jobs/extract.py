@@ -24,7 +24,7 @@ import pyarrow as pa
 from manifests.errors import UsageError
 from manifests.tasks import SPEECH_TASKS
 from manifests.validate import read_manifest
-from pipeline.jobs.runner import JobSpec, run_job
+from pipeline.jobs.runner import JobSpec, RunOptions, check_job_sizes, run_job
 from stages.audio import LoudnessConfig, MelConfig
 from stages.base import Row
 from stages.decode import DecodeConfig
@@ -48,6 +48,9 @@ class ExtractConfig:
     rows_per_task: int = 4          # rows per Ray call of the CPU stages (decode, audio, phonemes)
     cpu_stage_cpus: float = 1.0     # logical CPUs one CPU-stage worker asks Ray for
     cpu_workers: Optional[int] = None  # fused placement: worker actors; None = cluster CPUs / cpu_stage_cpus
+
+    def __post_init__(self) -> None:
+        check_job_sizes(self)
 
 
 def visual_info(config: ExtractConfig) -> dict[str, Any]:
@@ -147,9 +150,7 @@ def latent_stage(config: ExtractConfig):
 
 
 def placement(config: ExtractConfig, gpus: int) -> str:
-    choice = config.visual.placement
-    if choice not in ("auto", "split", "fused"):
-        raise UsageError(f"visual.placement must be auto, split or fused, not {choice!r}")
+    choice = config.visual.placement   # VisualConfig refuses anything but auto, split, fused
     return ("split" if gpus else "fused") if choice == "auto" else choice
 
 
@@ -190,8 +191,8 @@ def build_dataset(rows: pa.Table, config: ExtractConfig, data_root: Path):
 
 def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: ExtractConfig,
                 address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
-                max_units: Optional[int] = None) -> dict[str, Any]:
-    """Run (or resume) an extract job; returns the report. `max_units` stops early (tests of resume)."""
+                options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """Run (or resume) an extract job; returns the report."""
     rows = read_manifest(manifest)
     data_root = Path(data_root).resolve()
     if not data_root.is_dir():
@@ -200,4 +201,4 @@ def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: Extra
     spec = JobSpec(name=JOB, out_dir=Path(out_dir), contract=build_contract(config), config=config, rows=rows,
                    shard_size=config.shard_size, build_dataset=lambda window: build_dataset(window, config, data_root),
                    to_sample=extract_sample, to_index=extract_index, source=str(manifest))
-    return run_job(spec, address=address, progress=progress, max_units=max_units)
+    return run_job(spec, address=address, progress=progress, options=options)

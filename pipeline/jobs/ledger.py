@@ -53,6 +53,10 @@ class Ledger(OutputDir):
         atomic_write_parquet(self.unit_file(unit, "rejects.parquet"), rejects)
         atomic_write_bytes(self.unit_file(unit, "done.json"), json.dumps(summary, sort_keys=True).encode())
 
+    def invalidate(self, unit: int) -> None:
+        """Forget that a unit is finished (its shard is damaged, or its inputs changed): the next pass redoes it."""
+        self.unit_file(unit, "done.json").unlink(missing_ok=True)
+
     def append_run(self, record: dict[str, Any]) -> None:
         with open(self.runs_log, "a") as f:
             f.write(json.dumps(record, sort_keys=True, default=str) + "\n")

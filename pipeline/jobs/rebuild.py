@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from manifests.errors import PipelineError
-from pipeline.jobs.synth_mix import SynthMixConfig, mix_sample, mix_stages
+from pipeline.jobs.synth_mix import SynthMixConfig, mix_sample, mix_stages, source_checks
 from stages.base import Row
 from stages.format.contract import read_dataset_json
 from stages.format.layout import OutputDir
@@ -29,7 +29,8 @@ def rebuild_mixture(out_dir: Path, key: str, *, vae_dir: Optional[str] = None) -
     stored = decode_sample(ShardReader().read(OutputDir(out_dir).find(key), key))
     recipe = MixRecipe.from_dict(stored["meta"]["recipe"])
     row: Row = recipe.to_dict()
-    for stage in mix_stages(contract, SynthMixConfig(vae_dir=vae_dir)):
+    checks = source_checks([recipe.speech_shard, recipe.sound_shard])
+    for stage in mix_stages(contract, SynthMixConfig(vae_dir=vae_dir), checks):
         row = stage([row])[0]
     if row["reject_reason"]:
         raise PipelineError(f"rebuild of {key} failed: {row['reject_stage']}/{row['reject_reason']}: {row['reject_detail']}")

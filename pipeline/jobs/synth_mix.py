@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from manifests.atomic import atomic_write_parquet
 from manifests.errors import UsageError
 from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
-from pipeline.jobs.runner import JobSpec, open_output, run_job
+from pipeline.jobs.runner import JobSpec, RunOptions, check_job_sizes, open_output, output_lock, run_locked
 from stages.audio import LoudnessConfig
 from stages.base import Row
 from stages.format.contract import ContractError, FeatureContract, read_dataset_json, require_same
@@ -51,6 +51,11 @@ class SynthMixConfig:
     cpu_stage_cpus: float = 1.0
     cpu_workers: Optional[int] = None
     vae_dir: Optional[str] = None   # where the sources' VAE lives now (default: the path in their dataset.json)
+
+    def __post_init__(self) -> None:
+        check_job_sizes(self)
+        if self.count < 1:
+            raise ValueError(f"count must be >= 1 (mixtures to make), got {self.count}")
 
 
 def resolve_sources(paths: Sequence[Path]) -> dict[Path, Optional[set]]:
@@ -84,7 +89,8 @@ def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: 
     """Index rows usable as sources, with absolute shard paths, in a stable order."""
     tables = []
     for d, shards in sources.items():
-        index = OutputDir(d).read_index()
+        folder = OutputDir(d)
+        index = folder.read_index()
         if index.num_rows == 0:
             continue
         if shards is not None:
@@ -99,11 +105,33 @@ def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: 
             index = index.filter(pc.less_equal(index["duration_s"], filt.max_seconds))
         if drop_silent:
             index = index.filter(pc.invert(index["silent"]))
-        shards = pc.binary_join_element_wise(pa.scalar(str(d)), index["shard"], "/")
+        paths = source_shards(folder, index)
+        shards = pa.array([paths[s] for s in index["shard"].to_pylist()], pa.string())
         tables.append(index.select(["key", "task", "duration_s", "has_video"]).append_column("shard", shards))
     if not tables:
         return pa.table({"key": [], "task": [], "duration_s": [], "has_video": [], "shard": []})
     return pa.concat_tables(tables).sort_by([("shard", "ascending"), ("key", "ascending")])
+
+
+def source_shards(folder: OutputDir, index: pa.Table) -> dict[str, str]:
+    """{index shard value: absolute path} for a source's shards; an index naming a shard outside its folder is
+    refused before any work (a missing or damaged shard only rejects the mixtures that use it)."""
+    return {shard: str(folder.shard(shard)) for shard in sorted(set(index["shard"].to_pylist()))}
+
+
+def source_checks(shards: Sequence[str]) -> dict[str, tuple[Optional[int], Optional[str]]]:
+    """{shard path: (size, sha256) its ledger recorded} for source shards, read from their folders' indexes, so
+    the mixing stage can tell a damaged source from a whole one."""
+    checks: dict[str, tuple[Optional[int], Optional[str]]] = {}
+    for root in sorted({str(Path(s).parent.parent) for s in shards}):
+        folder = OutputDir(root)
+        index = folder.read_index()
+        if "shard_sha256" not in index.column_names:
+            continue   # an output older than checksums
+        for shard, size, sha in zip(index["shard"].to_pylist(), index["shard_size"].to_pylist(),
+                                    index["shard_sha256"].to_pylist()):
+            checks[str(folder.shard(shard))] = (size, sha)
+    return checks
 
 
 def plan_recipes(out_dir: Path, speech: pa.Table, sound: pa.Table, config: SynthMixConfig, video_fps: float) -> pa.Table:
@@ -151,8 +179,10 @@ def mix_index(row: Row, meta: dict) -> dict[str, Any]:
             "offset_s": recipe["offset_s"], "speech_key": recipe["speech_key"], "sound_key": recipe["sound_key"]}
 
 
-def mix_stages(contract: FeatureContract, config: SynthMixConfig) -> list:
-    stages = [MixStage(mel=contract.mel_config(), loudness=LoudnessConfig(**contract.loudness), video_fps=contract.video_fps)]
+def mix_stages(contract: FeatureContract, config: SynthMixConfig,
+               shard_checks: Optional[dict[str, tuple]] = None) -> list:
+    stages = [MixStage(mel=contract.mel_config(), loudness=LoudnessConfig(**contract.loudness),
+                       video_fps=contract.video_fps, shard_checks=shard_checks)]
     if contract.latent:
         from stages.latent import LatentStage
 
@@ -160,7 +190,8 @@ def mix_stages(contract: FeatureContract, config: SynthMixConfig) -> list:
     return stages
 
 
-def build_dataset(rows: pa.Table, contract: FeatureContract, config: SynthMixConfig):
+def build_dataset(rows: pa.Table, contract: FeatureContract, config: SynthMixConfig,
+                  shard_checks: Optional[dict[str, tuple]] = None):
     import ray
 
     from pipeline.jobs.ray_exec import StageActor
@@ -168,7 +199,7 @@ def build_dataset(rows: pa.Table, contract: FeatureContract, config: SynthMixCon
     step = max(1, config.rows_per_task)
     ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
     workers = config.cpu_workers or max(1, int(ray.cluster_resources().get("CPU", 1) / config.cpu_stage_cpus))
-    return ds.map_batches(StageActor, fn_constructor_kwargs={"stages": mix_stages(contract, config),
+    return ds.map_batches(StageActor, fn_constructor_kwargs={"stages": mix_stages(contract, config, shard_checks),
                                                              "drop": ("audio",)},
                           batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers),
                           num_cpus=config.cpu_stage_cpus)
@@ -176,20 +207,25 @@ def build_dataset(rows: pa.Table, contract: FeatureContract, config: SynthMixCon
 
 def run_synth_mix(*, speech_dirs: Sequence[Path], sound_dirs: Sequence[Path], out_dir: Path, config: SynthMixConfig,
                   address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
-                  max_units: Optional[int] = None) -> dict[str, Any]:
+                  options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """Run (or resume, or grow) a synth-mix job; returns the report. Sources are checked before anything is
+    written, and the recipes are planned under the output's lock (a second run cannot rewrite them)."""
     out_dir = Path(out_dir)
     speech_sources, sound_sources = resolve_sources(speech_dirs), resolve_sources(sound_dirs)
     contract = source_contract([*speech_sources, *sound_sources])
     if contract.latent and config.vae_dir is None and not Path(contract.latent["vae_dir"]).is_dir():
         raise UsageError(f"the sources carry VAE latents but their VAE {contract.latent['vae_dir']} is not "
-                                "here: pass --vae DIR")
+                         "here: pass --vae DIR")
     speech = source_pool(speech_sources, SPEECH_SOURCE_TASKS, config.speech, drop_silent=False)
     sound = source_pool(sound_sources, SOUND_SOURCE_TASKS, config.sound, drop_silent=True)
-    open_output(out_dir, JOB, contract, config)  # refuse a foreign folder before writing recipes into it
-    recipes = plan_recipes(out_dir, speech, sound, config, contract.video_fps)
-    rows = recipes.append_column("clip_id", recipes["key"])
-    spec = JobSpec(name=JOB, out_dir=out_dir, contract=contract, config=config, rows=rows,
-                   shard_size=config.shard_size, build_dataset=lambda window: build_dataset(window, contract, config),
-                   to_sample=mix_sample, to_index=mix_index,
-                   source=json.dumps({"speech": [str(d) for d in speech_dirs], "sound": [str(d) for d in sound_dirs]}))
-    return run_job(spec, address=address, progress=progress, max_units=max_units)
+    with output_lock(out_dir):
+        open_output(out_dir, JOB, contract, config)  # refuse a foreign folder before writing recipes into it
+        recipes = plan_recipes(out_dir, speech, sound, config, contract.video_fps)
+        rows = recipes.append_column("clip_id", recipes["key"])
+        checks = source_checks(sorted(set(rows["speech_shard"].to_pylist()) | set(rows["sound_shard"].to_pylist())))
+        spec = JobSpec(name=JOB, out_dir=out_dir, contract=contract, config=config, rows=rows,
+                       shard_size=config.shard_size, to_sample=mix_sample, to_index=mix_index,
+                       build_dataset=lambda window: build_dataset(window, contract, config, checks),
+                       source=json.dumps({"speech": [str(d) for d in speech_dirs],
+                                          "sound": [str(d) for d in sound_dirs]}))
+        return run_locked(spec, address=address, progress=progress, options=options)

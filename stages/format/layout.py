@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,35 @@ class SampleNotFound(PipelineError, KeyError):
     """No sample of that key in the output folder."""
 
 
+class DamagedShard(PipelineError):
+    """A shard that is missing, truncated or changed since its ledger entry was written."""
+
+
 PLAN_SCHEMA = pa.schema([("clip_id", pa.string()), ("unit", pa.int64()), ("position", pa.int64())])
 
 
 SHARDS = "shards"
+
+
+def file_checksum(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks (a shard never has to fit in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_problem(path: Path, size: Optional[int], sha256: Optional[str], *, checksum: bool) -> Optional[str]:
+    """Why a shard is not the one its ledger entry recorded (missing, another size, another checksum), or None.
+    The size is always compared (a stat); the checksum only with `checksum` (it reads the whole file)."""
+    if not path.is_file():
+        return "missing"
+    if size is not None and path.stat().st_size != size:
+        return f"size {path.stat().st_size} bytes, recorded {size}"
+    if checksum and sha256 is not None and file_checksum(path) != sha256:
+        return "checksum differs from the recorded one (the file was changed or damaged)"
+    return None
 
 
 def shard_entry(job: str, unit: int) -> str:
@@ -118,13 +144,20 @@ class OutputDir:
             raise NotAnOutput(f"{self.index} not found: is {self.root} the output folder of a finished job?")
         return pq.read_table(self.index, columns=list(columns) if columns else None)
 
-    def find(self, key: str) -> Path:
-        """The shard holding sample `key`, from the index; KeyError naming the folder when there is none."""
-        index = self.read_index(["key", "shard"])
+    def find(self, key: str, *, verify: bool = False) -> Path:
+        """The shard holding sample `key`, from the index; SampleNotFound naming the folder when there is none.
+        With `verify`, the shard's size and checksum must be the ones recorded when it was written."""
+        index = self.read_index()
         match = index.filter(pc.equal(index["key"], key))
         if match.num_rows == 0:
             raise SampleNotFound(f"no sample {key!r} in {self.index} (see its 'key' column)")
-        return self.shard(match["shard"][0].as_py())
+        row = match.slice(0, 1).to_pylist()[0]
+        path = self.shard(row["shard"])
+        problem = shard_problem(path, row.get("shard_size"), row.get("shard_sha256"), checksum=verify)
+        if problem:
+            raise DamagedShard(f"shard {path} (holding {key}) is damaged: {problem}. Re-run the job that wrote "
+                               f"{self.root} to redo it")
+        return path
 
     def shard_files(self) -> list[Path]:
         return sorted(self.shards.glob("*.tar"))
@@ -150,6 +183,19 @@ class OutputDir:
         files = [self.unit_file(u, f"{kind}.parquet") for u in sorted(self.done_units())]
         tables = [t for t in (pq.read_table(f) for f in files if f.is_file()) if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else None
+
+    def damaged_units(self, *, checksum: bool = False) -> dict[int, str]:
+        """Finished units whose shard is missing or differs from what their ledger entry recorded: {unit: why}."""
+        damaged = {}
+        for summary in self.unit_summaries():
+            problem = self.shard_problem(summary, checksum=checksum)
+            if problem:
+                damaged[int(summary["unit"])] = f"{summary['shard']}: {problem}"
+        return damaged
+
+    def shard_problem(self, summary: dict[str, Any], *, checksum: bool) -> Optional[str]:
+        return shard_problem(self.root / summary["shard"], summary.get("shard_size"), summary.get("shard_sha256"),
+                             checksum=checksum)
 
     def runs(self) -> list[dict[str, Any]]:
         if not self.runs_log.is_file():

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Optional
 import numpy as np
 
 from manifests.atomic import AtomicFile
+from manifests.schema import CLIP_ID_PATTERN
 
 ARRAY_MEMBERS = ("video", "mel", "latent", "phones")
 
@@ -32,8 +33,8 @@ def load_npy(data: bytes) -> np.ndarray:
 def sample_members(key: str, meta: dict[str, Any], arrays: dict[str, Optional[np.ndarray]],
                    flac: Optional[bytes]) -> dict[str, bytes]:
     """The tar members of one sample (WebDataset: files sharing the key)."""
-    if not key or "." in key or "/" in key or key.startswith("_"):
-        raise ValueError(f"invalid sample key {key!r}")
+    if not isinstance(key, str) or not CLIP_ID_PATTERN.fullmatch(key):
+        raise ValueError(f"invalid sample key {key!r}: keys follow the clip_id rule {CLIP_ID_PATTERN.pattern}")
     members: dict[str, bytes] = {"__key__": key,
                                  "json": json.dumps(meta, sort_keys=True, ensure_ascii=False, allow_nan=False, default=float).encode("utf-8")}
     for name in ARRAY_MEMBERS:
@@ -81,6 +82,9 @@ class AtomicShardWriter:
 
 def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """A raw WebDataset sample (member name -> bytes) -> meta dict, arrays and flac bytes."""
+    if not CLIP_ID_PATTERN.fullmatch(str(sample["__key__"])):
+        raise ValueError(f"tar member {sample['__key__']!r} is not a sample key: the shard was not written by this "
+                         "pipeline (or names a path outside it)")
     meta = json.loads(sample["json"])
     arrays = {name: load_npy(sample[f"{name}.npy"]) if f"{name}.npy" in sample else None for name in ARRAY_MEMBERS}
     return {"key": sample["__key__"], "meta": meta, "arrays": arrays, "flac": sample.get("audio.flac")}
@@ -119,7 +123,10 @@ class ShardReader:
             members: dict[str, dict[str, tuple[int, int]]] = {}
             with tarfile.open(shard, "r:") as tar:
                 for info in tar:
-                    if not info.isfile() or "/" in info.name or "." not in info.name:
+                    if "/" in info.name or info.name.startswith(".."):
+                        raise ValueError(f"{shard} holds a member named {info.name!r}, outside any sample: it was "
+                                         "not written by this pipeline")
+                    if not info.isfile() or "." not in info.name:
                         continue
                     key, suffix = info.name.split(".", 1)
                     members.setdefault(key, {})[suffix] = (info.offset_data, info.size)

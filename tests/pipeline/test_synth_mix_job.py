@@ -6,11 +6,13 @@ import hashlib
 import shutil
 from dataclasses import replace
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.jobs.runner import RunOptions
 from pipeline.jobs.synth_mix import SynthMixConfig, run_synth_mix
 from stages.format.contract import ContractError, check_sample, read_dataset_json, write_dataset_json
 from stages.format.shard_io import iter_samples
@@ -74,7 +76,7 @@ def test_stopped_run_resumes_to_the_same_shards(extracted, mixed, tmp_path):
 
     out = tmp_path / "resume"
     config = SynthMixConfig(count=12, shard_size=4)
-    partial = run(speech_dirs=[extracted[0]], sound_dirs=[extracted[0]], out_dir=out, config=config, max_units=1)
+    partial = run(speech_dirs=[extracted[0]], sound_dirs=[extracted[0]], out_dir=out, config=config, options=RunOptions(max_units=1))
     assert partial["counts"]["unaccounted"] == 8
     mix(extracted[0], out, 12)
     assert digests(out) == digests(mixed[0])
@@ -104,7 +106,7 @@ def test_a_missing_source_sample_rejects_only_its_mixtures(extracted, tmp_path):
     shutil.copytree(extracted[0], src)
     out = tmp_path / "o"
     config = SynthMixConfig(count=12, shard_size=4)
-    run_synth_mix(speech_dirs=[src], sound_dirs=[src], out_dir=out, config=config, max_units=0)  # plan only
+    run_synth_mix(speech_dirs=[src], sound_dirs=[src], out_dir=out, config=config, options=RunOptions(max_units=0))  # plan only
     recipes = pq.read_table(out / "mixtures.parquet").to_pylist()
     victim = recipes[0]["sound_shard"]
     (src / "shards" / victim.split("/")[-1]).unlink()
@@ -132,7 +134,8 @@ def test_the_trainer_loader_reads_mixtures_with_the_same_contract_checks(extract
     import json
     import tarfile
 
-    from model.data import SamplePrep, TrainLoader, plan_finetune
+    from model.data import DataError, SamplePrep, TrainLoader, plan_finetune
+    from stages.format.layout import file_checksum
 
     out, _ = mixed
     data = plan_finetune([out], [], 1.0, val_samples=0)
@@ -154,7 +157,23 @@ def test_the_trainer_loader_reads_mixtures_with_the_same_contract_checks(extract
                     data_bytes = json.dumps(meta).encode()
                     m.size = len(data_bytes)
                 tar.addfile(m, __import__("io").BytesIO(data_bytes))
+    damaged = plan_finetune([broken], [], 1.0, val_samples=0)
+    with pytest.raises(DataError, match=r"synth-mix-000000\.tar is damaged: its checksum differs"):
+        next(TrainLoader(damaged, SamplePrep(contract=damaged.contract, audio_mean=-6.0, audio_std=2.3),
+                         batch_size=4, seed=0, num_workers=0).batches())
+
+    # the same samples written with their checksums recorded (as a writer with a bug would): the contract check
+    # is what stops them, naming the sample and the member that disagrees with dataset.json
+    index = pq.read_table(broken / "index.parquet")
+    sha = {f"shards/{p.name}": file_checksum(p) for p in (broken / "shards").glob("*.tar")}
+    size = {f"shards/{p.name}": p.stat().st_size for p in (broken / "shards").glob("*.tar")}
+    shards = index["shard"].to_pylist()
+    index = index.set_column(index.schema.get_field_index("shard_sha256"), "shard_sha256",
+                             pa.array([sha[s] for s in shards]))
+    index = index.set_column(index.schema.get_field_index("shard_size"), "shard_size",
+                             pa.array([size[s] for s in shards], pa.int64()))
+    pq.write_table(index, broken / "index.parquet")
     data = plan_finetune([broken], [], 1.0, val_samples=0)
-    with pytest.raises(Exception, match="mel|video|contract"):
+    with pytest.raises(ContractError, match=r"sample 'mix_s0_\d+' does not honour dataset.json: .*(mel|video): "):
         next(TrainLoader(data, SamplePrep(contract=data.contract, audio_mean=-6.0, audio_std=2.3), batch_size=4,
                          seed=0, num_workers=0).batches())

@@ -65,4 +65,4 @@ def test_cli_pretrain_finetune_resume_and_errors(extracted, tmp_path):
     bad_key.write_text("learning_rate: 0.1\n")
     wrong = CliRunner().invoke(train_app, ["pretrain", "--data", str(out), "--out", str(tmp_path / "r3"),
                                            "--config", str(bad_key)], terminal_width=200)
-    assert wrong.exit_code == 1 and "unknown config key" in " ".join(wrong.output.split())
+    assert wrong.exit_code == 2 and "unknown config key" in " ".join(wrong.output.split())
