@@ -102,7 +102,8 @@ class HifiGanVocoder:
             raise VocoderError(f"vocoder in {self.model_dir} does not fit the features: {'; '.join(problems)}")
         self.random_init = bool(config.get(RANDOM_INIT_KEY, False))
         self.device = torch.device(device)
-        self.model = SpeechT5HifiGan.from_pretrained(str(self.model_dir), local_files_only=True).to(self.device).eval()
+        self.model = SpeechT5HifiGan.from_pretrained(str(self.model_dir), local_files_only=True,
+                                                     use_safetensors=True).to(self.device).eval()
 
     def info(self) -> dict:
         return {"name": self.name, "model_dir": str(self.model_dir), "random_init": self.random_init}

@@ -79,7 +79,8 @@ def load_vae(model_dir: str | Path):
     model_dir = Path(model_dir)
     _check_vae_dir(model_dir)
     try:
-        vae = AutoencoderKL.from_pretrained(model_dir, local_files_only=True, low_cpu_mem_usage=False)
+        vae = AutoencoderKL.from_pretrained(model_dir, local_files_only=True, low_cpu_mem_usage=False,
+                                            use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelDirError(f"could not load the VAE from {model_dir}: {e}; {_VALID_DIR_HINT}") from e
     return vae.eval().requires_grad_(False)

@@ -2,7 +2,8 @@
 
 Nothing is downloaded at run time, so every model the project loads (the CLIP vision tower, the AudioLDM VAE, the
 HiFi-GAN vocoder) comes from a folder holding `config.json` and a weights file. `check_model_dir` fails early and
-says what a valid folder holds; loaders then read it with `local_files_only=True`.
+says what a valid folder holds; loaders then read it with `local_files_only=True`. Weights must be safetensors: a
+folder with only pickled weights (`*.bin`) is refused before any worker starts, since unpickling can run code.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 from manifests.errors import PipelineError
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+SAFE_SUFFIXES = (".safetensors", ".safetensors.index.json")   # weights loadable without unpickling anything
 
 
 class ModelDirError(PipelineError, FileNotFoundError):
@@ -32,8 +34,14 @@ def check_model_dir(model_dir: str | os.PathLike, what: str = "visual model",
     if not (path / "config.json").is_file():
         raise ModelDirError(f"{what} directory {path} has no config.json: is it a Hugging Face model directory?"
                             f"{hint}")
-    if not any((path / name).is_file() for name in weight_files):
+    present = [name for name in weight_files if (path / name).is_file()]
+    if not present:
         raise ModelDirError(f"{what} directory {path} has no weights ({', '.join(weight_files)}){hint}")
+    if not any(name.endswith(SAFE_SUFFIXES) for name in present):
+        raise ModelDirError(f"{what} directory {path} holds only pickled weights ({', '.join(present)}), which are "
+                            "never loaded (a pickle can run code). Save it as safetensors, e.g. "
+                            "`Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)` on a "
+                            f"machine you trust{hint}")
     read_model_config(path, what)
     return path
 

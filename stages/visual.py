@@ -72,7 +72,8 @@ class ClipEncoder:
         self.model_dir = str(check_model_dir(model_dir))
         self.device = pick_device(device)
         self.config = CLIPVisionConfig.from_pretrained(self.model_dir, local_files_only=True)
-        self.model = CLIPVisionModel.from_pretrained(self.model_dir, local_files_only=True).to(self.device).eval()
+        self.model = CLIPVisionModel.from_pretrained(self.model_dir, local_files_only=True,
+                                                     use_safetensors=True).to(self.device).eval()
         if precision == "auto":
             precision = "bf16" if (self.device == "cuda" or cpu_supports_bf16()) else "fp32"
         self.precision = precision

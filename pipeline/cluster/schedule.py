@@ -97,7 +97,13 @@ class ScheduleStore:
     def read(self) -> dict[str, Any]:
         if not self.path.is_file():
             return self._empty()
-        data = json.loads(self.path.read_text())
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ScheduleError(f"{self.path} is not a readable schedule store ({e}); restore it from a backup or "
+                                "move it away (`pipeline schedule add` starts a new one)") from None
+        if not isinstance(data, dict) or not isinstance(data.get("schedules"), dict):
+            raise ScheduleError(f"{self.path} is not a schedule store (no 'schedules' mapping); move it away")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ScheduleError(f"{self.path}: schema_version {data.get('schema_version')!r}, "
                                 f"this version reads {SCHEMA_VERSION}")

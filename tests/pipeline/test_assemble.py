@@ -1,0 +1,70 @@
+"""The driver's unit assembly: a sample that cannot be written becomes a reject row, the rest of the unit is
+written, and the unit's ledger entry records its shard's checksum and its inputs."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from manifests.errors import PipelineError
+from manifests.validate import validate_table
+from pipeline.jobs.assemble import UnitAssembler
+from pipeline.jobs.extract import extract_index, extract_sample
+from pipeline.jobs.ledger import Ledger
+from stages.format.contract import read_dataset_json
+from stages.format.layout import file_checksum
+from stages.format.shard_io import iter_samples
+
+
+def extract_row(sample: dict, unit: int) -> dict:
+    """A finished extract row (what the stages hand the driver) rebuilt from a stored sample."""
+    meta = sample["meta"]
+    source = meta["source"]
+    return {"clip_id": sample["key"], "task": meta["task"], "dataset": meta["dataset"], "split": meta["split"],
+            "speaker": meta["speaker"], "transcript": meta["transcript"], "phonemes": meta["phonemes"],
+            "duration_s": meta["duration_s"], "audio_duration_s": meta["audio_duration_s"],
+            "video_duration_s": meta["video_duration_s"], "cut": meta["cut"], "video_path": source["video_path"],
+            "audio_path": source["audio_path"], "start_s": source["start_s"], "end_s": source["end_s"],
+            "source_sample_rate": source["sample_rate"], "source_channels": source["channels"],
+            "speech_start_s": None, "speech_end_s": None, "loudness_lufs": meta["loudness_lufs"],
+            "gain_db": meta["gain_db"], "peak_limited": meta["peak_limited"], "silent": meta["silent"],
+            "video": sample["arrays"]["video"], "mel": sample["arrays"]["mel"], "latent": sample["arrays"]["latent"],
+            "phone_ids": sample["arrays"]["phones"], "flac": sample["flac"], "unit": unit,
+            "reject_stage": None, "reject_reason": None, "reject_detail": None}
+
+
+def test_a_sample_that_cannot_be_written_is_a_reject_not_a_failure(extracted, tmp_path):
+    src, _ = extracted
+    contract, _ = read_dataset_json(src)
+    good, other = list(iter_samples(sorted((src / "shards").glob("*.tar"))[:1]))[:2]
+    rows = [extract_row(good, 0), extract_row(other, 0)]
+    rows[1]["speaker"] = b"\xff\xfe"                  # not text: K.json cannot hold it
+    ledger = Ledger(tmp_path)
+    assembler = UnitAssembler(job="extract", contract=contract, ledger=ledger, unit_sizes={0: 2},
+                              positions={r["clip_id"]: i for i, r in enumerate(rows)},
+                              input_hashes={r["clip_id"]: "h" for r in rows}, to_sample=extract_sample,
+                              to_index=extract_index)
+    assert assembler.add(rows[0]) is None
+    summary = assembler.add(rows[1])
+    assert (summary["kept"], summary["rejected"], summary["reasons"]) == (1, 1, {"write/unwritable_sample": 1})
+    assert [s["key"] for s in iter_samples([tmp_path / summary["shard"]])] == [good["key"]]
+    assert summary["shard_sha256"] == file_checksum(tmp_path / summary["shard"])
+    assert summary["inputs"] == {good["key"]: "h", other["key"]: "h"}
+    (reject,) = pq.read_table(ledger.unit_file(0, "rejects.parquet")).to_pylist()
+    assert reject["clip_id"] == other["key"] and reject["detail"].startswith("ValueError: could not convert")
+    assert ledger.done_units() == {0}
+
+
+def test_the_clip_id_rule_is_the_shard_key_rule():
+    import pyarrow as pa
+
+    from manifests.schema import MANIFEST_SCHEMA
+    from stages.format.shard_io import sample_members
+
+    table = pa.Table.from_pylist([{"clip_id": "_hidden", "task": "tts"}, {"clip_id": "ok-1_a", "task": "tts"}],
+                                 schema=MANIFEST_SCHEMA)
+    with pytest.raises(PipelineError, match=r"not starting with '_'\): '_hidden' at row 0"):
+        validate_table(table)
+    with pytest.raises(ValueError, match="follow the clip_id rule"):
+        sample_members("_hidden", {}, {}, None)
+    assert sample_members("ok-1_a", {"task": "tts"}, {}, None)["__key__"] == "ok-1_a"
