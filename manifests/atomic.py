@@ -44,8 +44,13 @@ class AtomicFile:
         return publish(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        """Delete the temporary file; it must go even when closing it fails (a full disk fails the flush too)."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

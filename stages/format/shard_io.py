@@ -67,8 +67,12 @@ class AtomicShardWriter:
         return self._target.commit()
 
     def abort(self) -> None:
-        self._tar.close()
-        self._target.abort()
+        try:
+            self._tar.close()   # writes the end-of-archive blocks: may fail again on a full disk
+        except OSError:
+            pass
+        finally:
+            self._target.abort()
 
     def __enter__(self):
         return self

@@ -24,6 +24,7 @@ class Case:
     argv: Callable[..., list[str]]    # (env) -> the `pipeline` arguments
     code: int                         # 2: usage error, 1: runtime failure
     says: str                         # a regex the message must match (whitespace folded)
+    writes_nothing: bool = True       # the output folder stays absent or empty
 
 
 def extract(env, *extra, config: str | None = None) -> list[str]:
@@ -56,6 +57,37 @@ def pickled_model(env) -> list[str]:
                              "--out", env.out, "--visual-model", folder]]
 
 
+def shard_with_a_parent_member(env) -> list[str]:
+    """A shard holding an extra `../evil.json` member, its checksum re-recorded so only the name gives it away."""
+    import shutil
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.format.layout import file_checksum
+
+    src = env.tmp / "src"
+    shutil.copytree(env.extracted, src)
+    index = pq.read_table(src / "index.parquet")
+    shard = src / index["shard"][0].as_py()
+    with tarfile.open(shard, "a") as tar:
+        payload = b'{"task": "v2s"}'
+        info = tarfile.TarInfo("../evil.json")
+        info.size = len(payload)
+        tar.addfile(info, __import__("io").BytesIO(payload))
+    shards = index["shard"].to_pylist()
+    sha = {s: file_checksum(src / s) for s in set(shards)}
+    size = {s: (src / s).stat().st_size for s in set(shards)}
+    index = index.set_column(index.schema.get_field_index("shard_sha256"), "shard_sha256",
+                             pa.array([sha[s] for s in shards]))
+    index = index.set_column(index.schema.get_field_index("shard_size"), "shard_size",
+                             pa.array([size[s] for s in shards], pa.int64()))
+    pq.write_table(index, src / "index.parquet")
+    return [str(a) for a in ["run", "pretrain", "--data", src, "--out", env.out, "--preset", "tiny", "--steps", "2",
+                             "--batch-size", "2", "--loader-workers", "0"]]
+
+
 def corrupt_schedules(env) -> list[str]:
     store = env.tmp / "schedules.json"
     store.write_text('{"schema_version": 1, "schedules": {')
@@ -86,6 +118,8 @@ CASES = [
     Case("negative mode weights", lambda e: synth_mix(e, config="mix:\n  mode_weights: {add: -1, insert: 1}\n"),
          2, r"mode_weights must be finite and >= 0.*'add': -1"),
     Case("corrupt schedules.json", corrupt_schedules, 2, r"schedules\.json is not a readable schedule store"),
+    Case("a tar member named ../", shard_with_a_parent_member, 1, r"holds a member named '\.\./evil'",
+         writes_nothing=False),
 ]
 
 
@@ -109,7 +143,8 @@ def test_hostile_input_gets_one_clear_message(case, corpus, tiny_clip, extracted
     assert result.exit_code == case.code, said
     assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit))
     assert __import__("re").search(case.says, said), said
-    assert not env.out.exists() or not any(env.out.iterdir()), "a refused command wrote into its output folder"
+    if case.writes_nothing:
+        assert not env.out.exists() or not any(env.out.iterdir()), "a refused command wrote into its output folder"
 
 
 def test_the_campaign_names_every_case_once():
