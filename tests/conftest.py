@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# A developer's shell must not point the suite at a real cluster (or send its token anywhere).
+for _name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_SUBMISSION_ADDRESS", "RAY_AUTH_TOKEN",
+              "RAY_AUTH_TOKEN_PATH"):
+    os.environ.pop(_name, None)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep every Ray socket on loopback
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,6 +23,7 @@ class Corpus:
     root: Path
     manifest: Path
     expected: dict
+    progress_calls: tuple = ()    # the clip ids make_sample_corpus reported, in order
 
     def good_ids(self) -> set[str]:
         return {k for k, v in self.expected.items() if v["outcome"] == "ok"}
@@ -32,8 +37,9 @@ def corpus(tmp_path_factory) -> Corpus:
     from pipeline.demo.sample_corpus import make_sample_corpus
 
     root = tmp_path_factory.mktemp("corpus")
-    manifest = make_sample_corpus(root, seed=0, scale=1, include_bad=True)
-    return Corpus(root, manifest, json.loads((root / "expected.json").read_text()))
+    calls: list[str] = []
+    manifest = make_sample_corpus(root, seed=0, scale=1, include_bad=True, progress=calls.append)
+    return Corpus(root, manifest, json.loads((root / "expected.json").read_text()), tuple(calls))
 
 
 @pytest.fixture(scope="session")

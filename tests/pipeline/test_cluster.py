@@ -255,12 +255,16 @@ def test_submitted_extract_matches_the_embedded_run(head, cluster_extract, extra
 def test_same_submission_the_same_day_is_not_submitted_again(head, cluster_extract):
     out, sub, args = cluster_extract
     client = job_client(head.url)
-    jobs_before = len(client.list_jobs())
-    again = submit(client, "extract", args)
+    submitted_on = datetime.fromtimestamp(client.get_job_info(sub.submission_id).start_time / 1000, timezone.utc)
+    again = submit(client, "extract", args, now=lambda: submitted_on)   # the same UTC day as the first one
     assert (again.submission_id, again.created, again.status) == (sub.submission_id, False, "SUCCEEDED")
+    today = submit(client, "extract", args)        # the suite may have crossed midnight since the fixture ran
+    if today.created:
+        wait_ok(client, today.submission_id)
+    jobs_before = len(client.list_jobs())
     result = runner.invoke(cli, ["submit", "extract", *args, "--address", head.url, "--wait"])
     assert result.exit_code == 0, result.output
-    assert sub.submission_id in result.stdout and "already submitted" in result.output
+    assert today.submission_id in result.stdout and "already submitted" in result.output
     assert len(client.list_jobs()) == jobs_before
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,22 @@ from tests.conftest import SHARD_SIZE
 from tests.conftest import extract_config as config
 
 REPO = Path(__file__).resolve().parents[2]
+
+# What a reject's detail must say, per reason (the file, the decoder's words, the measured value, ...).
+DETAILS = {
+    "missing_file": r"/media/bad/missing\.wav$",
+    "empty_file": r"/media/bad/empty_file\.mp4$",
+    "unreadable_media": r"^video: RuntimeError: Error reading .*/media/bad/\w+\.mp4",
+    "no_audio": r"has no audio track and the row has no audio_path",
+    "no_video": r"^task visual_tts needs a video_path$",
+    "too_short": r"^usable span 0\.0\d+s < 0\.1s",
+    "single_frame_video": r"/media/bad/single_frame\.mp4$",
+    "bad_samples": r"^\d+ NaN/Inf samples",
+    "path_escapes_root": r"^media path '\.\./outside\.wav' resolves to .*outside the data root",
+    "silent_audio": r"^integrated loudness -inf LUFS is below -70\.0 LUFS",
+    "no_phonemes": r"gave no phones",
+    "empty_transcript": r"^(blank|no) transcript$",
+}
 
 
 def shard_digests(out: Path) -> dict[str, str]:
@@ -50,7 +67,8 @@ def test_each_hostile_input_has_its_stage_and_reason(corpus, extracted):
             assert clip_id in rejects, clip_id
             assert (rejects[clip_id]["stage"], rejects[clip_id]["reason"]) == (exp["stage"], exp["reason"]), \
                 rejects[clip_id]
-            assert rejects[clip_id]["detail"] is not None
+            detail = rejects[clip_id]["detail"]
+            assert re.search(DETAILS[exp["reason"]], detail), (exp["reason"], detail)
         else:
             assert clip_id not in rejects, rejects.get(clip_id)
 
@@ -99,8 +117,9 @@ def test_report_and_outputs(extracted):
     assert not list(out.rglob(".*.tmp"))
 
 
-def test_rerun_does_no_work_and_changes_nothing(corpus, tiny_clip, extracted):
-    out, _ = extracted
+def test_rerun_does_no_work_and_changes_nothing(corpus, tiny_clip, extracted, tmp_path):
+    out = tmp_path / "rerun"                          # a re-run rewrites report.json: not in the shared output
+    shutil.copytree(extracted[0], out)
     before = shard_digests(out)
     report = run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out, config=config(tiny_clip))
     assert report["this_run"]["rows_todo"] == 0 and report["counts"]["unaccounted"] == 0
@@ -133,7 +152,8 @@ def test_killed_run_resumes_to_the_same_shards(corpus, tiny_clip, extracted, tmp
            "--data-root", str(corpus.root), "--out", str(out), "--visual-model", str(tiny_clip),
            "--shard-size", str(SHARD_SIZE)]
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    log = tmp_path / "killed-run.log"                 # kept: a crash shows here, not as "0 units"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + 240
     units = out / "_work" / "units"
@@ -143,7 +163,8 @@ def test_killed_run_resumes_to_the_same_shards(corpus, tiny_clip, extracted, tmp
     proc.wait()
     done_at_kill = len(list(units.glob("*.done.json")))
     total_units = len(shard_digests(reference))
-    assert 1 <= done_at_kill < total_units, f"kill landed at {done_at_kill}/{total_units} units"
+    assert 1 <= done_at_kill < total_units, \
+        f"kill landed at {done_at_kill}/{total_units} units; the run's output:\n{log.read_text()[-3000:]}"
 
     report = run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out, config=config(tiny_clip))
     assert report["this_run"]["units_done_before"] == done_at_kill

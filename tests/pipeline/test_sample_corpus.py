@@ -33,15 +33,13 @@ REJECTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample_corpus")
-    calls: list[str] = []
-    manifest = make_sample_corpus(root, seed=0, scale=1, progress=calls.append)
-    table = pq.read_table(manifest)
-    expected = json.loads((root / "expected.json").read_text(encoding="utf-8"))
+@pytest.fixture(scope="module", name="corpus")
+def corpus_view(corpus):
+    """The session's sample corpus (generated once per run, tests/conftest.py), as this module reads it."""
+    table = pq.read_table(corpus.manifest)
     rows = {r["clip_id"]: r for r in table.to_pylist()}
-    return dict(root=root, manifest=manifest, table=table, rows=rows, expected=expected, calls=calls)
+    return dict(root=corpus.root, manifest=corpus.manifest, table=table, rows=rows, expected=corpus.expected,
+                calls=list(corpus.progress_calls))
 
 
 def _good(corpus) -> dict[str, dict]:

@@ -90,6 +90,33 @@ def test_rebuild_from_recipe_is_identical(mixed):
     assert "identical" in result.output and "DIFFERENT" not in result.output
 
 
+def test_rebuild_says_when_a_stored_mixture_was_tampered_with(mixed, tmp_path):
+    import io
+    import tarfile
+
+    import numpy as np
+
+    out = tmp_path / "tampered"
+    shutil.copytree(mixed[0], out)
+    index = pq.read_table(out / "index.parquet")
+    key, shard = index["key"][3].as_py(), out / index["shard"][3].as_py()
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            if m.name == f"{key}.mel.npy":              # a quieter mel than the recipe makes
+                mel = np.load(io.BytesIO(data))
+                buf = io.BytesIO()
+                np.save(buf, (mel.astype(np.float32) - 1.0).astype(mel.dtype))
+                data = buf.getvalue()
+            tar.addfile(m, io.BytesIO(data))
+    result = CliRunner().invoke(app, ["mix", "rebuild", str(out), "--key", key])
+    said = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 1, said
+    assert "mel.npy DIFFERENT: max |diff| 1.00e+00" in said and "the rebuilt mixture differs" in said
+    assert "audio.flac identical" in said
+
+
 def test_sources_with_other_features_are_refused_before_work(extracted, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(extracted[0], other)
