@@ -81,11 +81,13 @@ def open_output(out_dir: Path, job: str, contract: FeatureContract, config: Any)
 class RunOptions:
     """How a run treats what an earlier run left: `verify` re-reads every finished shard's checksum (the size is
     always compared), `redo_changed` redoes finished units whose input rows were edited since they were made;
-    `max_units` stops after that many units (resume tests)."""
+    `max_units` stops after that many units (resume tests); `window_rows` is how many rows one Ray Data execution
+    takes (whole units; it bounds the driver's and the object store's memory)."""
 
     verify: bool = False
     redo_changed: bool = False
     max_units: Optional[int] = None
+    window_rows: int = WINDOW_ROWS
 
 
 def run_job(spec: JobSpec, *, address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
@@ -151,14 +153,14 @@ def run_locked(spec: JobSpec, *, address: Optional[str] = None, progress: Option
              **resume.stats()}
     if todo.num_rows:
         stats.update(_process(spec, ledger, plan, todo, hashes, address=address, progress=progress,
-                              max_units=options.max_units))
+                              options=options))
     return finish_job(out_dir=spec.out_dir, job=spec.name, ledger=ledger, contract=spec.contract,
                       config=to_dict(spec.config), config_hash=config_hash(spec.config), started=started,
                       stats=stats, manifest=spec.source)
 
 
 def _process(spec: JobSpec, ledger: Ledger, plan: pa.Table, todo: pa.Table, hashes: dict[str, str], *, address,
-             progress, max_units) -> dict[str, Any]:
+             progress, options: RunOptions) -> dict[str, Any]:
     """Stream the pending rows through the job's Ray Data graph, window by window, into shards."""
     from pipeline.jobs.ray_exec import batch_to_rows, init_ray
 
@@ -168,7 +170,9 @@ def _process(spec: JobSpec, ledger: Ledger, plan: pa.Table, todo: pa.Table, hash
                               input_hashes=hashes, to_sample=spec.to_sample, to_index=spec.to_index)
     units_written = rows_processed = 0
     clip_seconds = 0.0
-    for window in _windows(todo, max_units):
+    windows = 0
+    for window in _windows(todo, options.max_units, options.window_rows):
+        windows += 1
         for batch in spec.build_dataset(window).iter_batches(batch_size=None, batch_format="numpy",
                                                              prefetch_batches=1):
             for row in batch_to_rows(batch):
@@ -182,7 +186,7 @@ def _process(spec: JobSpec, ledger: Ledger, plan: pa.Table, todo: pa.Table, hash
                     progress({"rows_done": assembler.rows_done, "rows_todo": todo.num_rows, "unit": summary,
                               "units_written": units_written})
     return {"where": where, "units_written": units_written, "rows_processed": rows_processed,
-            "clip_seconds_processed": round(clip_seconds, 3)}
+            "clip_seconds_processed": round(clip_seconds, 3), "windows": windows}
 
 
 def _pending_rows(rows: pa.Table, plan: pa.Table, done: set[int]) -> pa.Table:
@@ -202,15 +206,15 @@ def _units_missing_rows(plan: pa.Table, rows: pa.Table, done: set[int]) -> list[
     return sorted({u for u in absent["unit"].to_pylist() if u not in done})
 
 
-def _windows(todo: pa.Table, max_units: Optional[int]):
-    """Slices of whole units, about WINDOW_ROWS rows each (optionally only the first `max_units` units)."""
+def _windows(todo: pa.Table, max_units: Optional[int], window_rows: int):
+    """Slices of whole units, about `window_rows` rows each (optionally only the first `max_units` units)."""
     if max_units is not None:
         keep = np.unique(todo["unit"].to_numpy())[:max_units]
         todo = todo.filter(pc.is_in(todo["unit"], value_set=pa.array(keep)))
     units = todo["unit"].to_numpy()
     start = 0
     while start < len(units):
-        end = min(start + WINDOW_ROWS, len(units))
+        end = min(start + window_rows, len(units))
         while end < len(units) and units[end] == units[end - 1]:
             end += 1  # never split a unit across windows
         yield todo.slice(start, end - start)

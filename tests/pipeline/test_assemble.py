@@ -68,3 +68,19 @@ def test_the_clip_id_rule_is_the_shard_key_rule():
     with pytest.raises(ValueError, match="follow the clip_id rule"):
         sample_members("_hidden", {}, {}, None)
     assert sample_members("ok-1_a", {"task": "tts"}, {}, None)["__key__"] == "ok-1_a"
+
+
+def test_a_sample_breaking_the_contract_is_a_write_reject(extracted, tmp_path):
+    src, _ = extracted
+    contract, _ = read_dataset_json(src)
+    sample = next(s for s in iter_samples(sorted((src / "shards").glob("*.tar"))) if s["arrays"]["video"] is not None)
+    row = extract_row(sample, 0)
+    row["video"] = row["video"][:, :-1]               # one feature short of dataset.json's video_dim
+    ledger = Ledger(tmp_path)
+    assembler = UnitAssembler(job="extract", contract=contract, ledger=ledger, unit_sizes={0: 1},
+                              positions={row["clip_id"]: 0}, input_hashes={row["clip_id"]: "h"},
+                              to_sample=extract_sample, to_index=extract_index)
+    summary = assembler.add(row)
+    assert summary["reasons"] == {"write/contract_violation": 1} and summary["kept"] == 0
+    (reject,) = pq.read_table(ledger.unit_file(0, "rejects.parquet")).to_pylist()
+    assert f"video: dim {contract.video_dim - 1} != {contract.video_dim}" in reject["detail"]

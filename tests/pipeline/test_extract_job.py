@@ -203,3 +203,33 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_output(corpus, tiny_cl
     with FileLock(str(out / "_work.lock")):
         with pytest.raises(OutputBusy, match="another run is writing"):
             run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out, config=config(tiny_clip))
+
+
+def test_several_windows_give_the_same_shards(corpus, tiny_clip, extracted, tmp_path):
+    """Windows of whole units end exactly as one window does (6 rows reach into a second unit of 4, which a
+    window never splits: 8 rows, two units, a window)."""
+    from pipeline.jobs.runner import RunOptions
+
+    out = tmp_path / "windows"
+    report = run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out, config=config(tiny_clip),
+                         options=RunOptions(window_rows=6))
+    units = report["this_run"]["units_total"]
+    assert report["this_run"]["windows"] == -(-units // 2) > 1
+    for name in ("index.parquet", "rejects.parquet"):
+        assert pq.read_table(out / name).select([0, 1]).to_pylist() == \
+            pq.read_table(extracted[0] / name).select([0, 1]).to_pylist(), name
+
+
+def test_rows_removed_from_an_unfinished_unit_stop_the_job(corpus, tiny_clip, tmp_path):
+    from manifests.errors import PipelineError
+    from pipeline.jobs.runner import RunOptions
+
+    out = tmp_path / "removed"
+    run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out, config=config(tiny_clip),
+                options=RunOptions(max_units=1))
+    table = pq.read_table(corpus.manifest)
+    shrunk = tmp_path / "shrunk.parquet"
+    write_manifest(table.slice(0, table.num_rows - 1), shrunk)   # the last row's unit is not finished
+    with pytest.raises(PipelineError, match=r"no longer holds rows planned for unfinished units \[\d+\] "
+                                            r"\(rows removed\?\)"):
+        run_extract(manifest=shrunk, data_root=corpus.root, out_dir=out, config=config(tiny_clip))
