@@ -120,7 +120,8 @@ def phoneme_stage(config: ExtractConfig):
     from stages.phonemes import PhonemeStage
 
     p = config.phonemes
-    return PhonemeStage(language=p.language, with_stress=p.with_stress, max_chars=p.max_chars, espeak=p.espeak)
+    return PhonemeStage(language=p.language, with_stress=p.with_stress, max_chars=p.max_chars, espeak=p.espeak,
+                        phone_set=p.phone_set, text_norm=p.text_norm, word_boundary=p.word_boundary)
 
 
 def cpu_stages(config: ExtractConfig, data_root: Path) -> list:
