@@ -35,7 +35,8 @@ SPAN_SOURCES = ("word_timings", "manifest", "vad")
 class VadConfig:
     threshold: float = 0.5            # silero's speech probability threshold
     min_speech_ms: int = 150          # shorter bursts are not speech
-    min_silence_ms: int = 300         # shorter pauses do not split speech
+    min_silence_ms: int = 100         # shorter pauses do not split speech (silero's default; 300 ms ran the
+                                      # last segment on through a clip's 0.3 s trailing silence)
     speech_pad_ms: int = 30           # silero's padding of each detected segment
 
     def to_dict(self) -> dict[str, Any]:
