@@ -91,13 +91,26 @@ def speech_span(row: Row) -> Optional[list[float]]:
     return [a, b] if b > a else [0.0, duration]
 
 
+def clip_words(row: Row) -> Optional[list[dict]]:
+    """The row's timed words on the clip's timeline (0 = its first sample), or None when the manifest has none."""
+    from stages.speech_span import timed_words
+
+    words = timed_words(row.get("words"))
+    if not words or row["task"] not in SPEECH_TASKS:
+        return None
+    start = float(row.get("start_s") or 0.0)
+    return [{"word": w["word"], "start_s": round(w["start_s"] - start, 3), "end_s": round(w["end_s"] - start, 3)}
+            for w in words]
+
+
 def extract_sample(row: Row):
     meta = {
         "clip_id": row["clip_id"], "task": row["task"], "dataset": row.get("dataset"), "split": row.get("split"),
         "subset": row.get("subset"), "label": row.get("label"), "parent_id": row.get("parent_id"),
         "speaker": row.get("speaker"), "transcript": row.get("transcript"), "phonemes": row.get("phonemes"),
         "speech_span_s": speech_span(row), "speech_span_source": row.get("speech_span_source"),
-        "window_source": row.get("window_source"), "has_video": row.get("video") is not None,
+        "window_source": row.get("window_source"), "words": clip_words(row),
+        "has_video": row.get("video") is not None,
         "duration_s": row["duration_s"], "audio_duration_s": row.get("audio_duration_s"),
         "video_duration_s": row.get("video_duration_s"), "cut": bool(row.get("cut")),
         "source": {"video_path": row.get("video_path"), "audio_path": row.get("audio_path"),
