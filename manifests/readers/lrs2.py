@@ -32,7 +32,8 @@ def _word_table(path: Path, lines: list[str]) -> Optional[tuple[Word, ...]]:
         try:
             start, end = float(fields[1]), float(fields[2])
         except (IndexError, ValueError):
-            raise ManifestError(f"{path} line {lineno}: expected 'WORD START END [SCORE]', found {line[:80]!r}") from None
+            raise ManifestError(f"{path} line {lineno}: expected 'WORD START END [SCORE]', "
+                                f"found {line[:80]!r}") from None
         if not 0 <= start <= end:
             raise ManifestError(f"{path} line {lineno}: word times {start} .. {end} are not ordered")
         words.append(Word(fields[0], start, end))

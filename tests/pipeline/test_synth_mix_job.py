@@ -178,7 +178,8 @@ def test_sound_labels_filter_and_voices_are_excluded_by_default(extracted, tmp_p
     sources = resolve_sources([out])
 
     def pool(filt):
-        return {k: labels[k] for k in source_pool(sources, SOUND_SOURCE_TASKS, filt, drop_silent=True)["key"].to_pylist()}
+        keys = source_pool(sources, SOUND_SOURCE_TASKS, filt, drop_silent=True)["key"].to_pylist()
+        return {k: labels[k] for k in keys}
 
     default = pool(SourceFilter())
     assert default and set(default.values()) <= {"dog barking", None}   # no voice under the mixture's speech

@@ -11,9 +11,9 @@ import pytest
 
 from stages import phonemes as phonemes_module
 from stages.phone_vocab import (
+    ESPEAK_PHONE_VERSION,
     PAD,
     PHONE_LETTERS,
-    ESPEAK_PHONE_VERSION,
     PUNCTUATION,
     SYMBOLS,
     VOCAB_VERSION,
