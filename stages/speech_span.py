@@ -62,8 +62,8 @@ class SpeechSpanStage(Stage):
     def process(self, row: Row) -> None:
         row.setdefault("speech_span_source", None)
         row.setdefault("window_source", None)
-        if row.get("task") not in SPEECH_TASKS:
-            return
+        if row.get("task") not in SPEECH_TASKS or row.get("transcript_problem"):
+            return  # no speech to place; a transcript that could not be read is the phoneme stage's reject
         start, duration = float(row.get("start_s") or 0.0), float(row["duration_s"])
         words = timed_words(row.get("words"))
         if words:

@@ -359,3 +359,10 @@ def test_varied_sentences_need_no_unknown_symbol(stage):
         assert ids.dtype == np.int16 and len(ids) > 0 and ids.min() > 0 and ids.max() < len(stage.vocab)
         used.update(r["phonemes"])
     assert len(used & PHONE_LETTERS) >= 35  # the sentences really exercise the phone set
+
+
+def test_reject_unreadable_transcript(stage):
+    (row,) = stage([{"clip_id": "u", "task": "tts", "transcript": None,
+                     "transcript_problem": "1688.normalized.txt is not valid UTF-8 (byte 3: invalid start byte)"}])
+    assert (row["reject_stage"], row["reject_reason"]) == ("phonemes", "unreadable_transcript")
+    assert "not valid UTF-8" in row["reject_detail"]

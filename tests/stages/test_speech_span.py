@@ -103,3 +103,6 @@ def test_sound_rows_pass_through(media):
     stage = SpeechSpanStage(data_root=str(media[0]), decode=DecodeConfig(), mel=None, loudness=None)
     (row,) = stage([{"clip_id": "s", "task": "v2s", "duration_s": 2.0, "audio": np.zeros(32000, np.float32)}])
     assert row["reject_reason"] is None and row["speech_span_source"] is None and "speech_start_s" not in row
+    (row,) = stage([{"clip_id": "u", "task": "tts", "duration_s": 2.0, "audio": np.zeros(32000, np.float32),
+                     "transcript_problem": "a.txt is not valid UTF-8"}])  # left for phonemes: unreadable_transcript
+    assert row["reject_reason"] is None and row["speech_span_source"] is None
