@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from manifests.errors import PipelineError
 from manifests.schema import CLIP_ID_PATTERN, MANIFEST_SCHEMA, REQUIRED_COLUMNS
+from manifests.splits import SPLITS, canonical_split
 from manifests.tasks import SPEECH_TASKS, TASKS, VIDEO_TASKS
 
 MAX_LISTED = 10  # offending rows (or values) named per problem in an error message
@@ -59,6 +60,7 @@ ROW_PROBLEMS = {
     "speech_without_transcript": "a speech task (visual_tts, tts, joint) has no transcript",
     "video_task_without_video": "a video task (v2s, visual_tts, joint) has no video_path",
     "no_media": "neither video_path nor audio_path is set",
+    "transcript_unreadable": "the corpus has a transcript for the clip that could not be read (transcript_problem)",
 }
 
 
@@ -140,7 +142,28 @@ def conform_table(table: pa.Table, *, source: str = "manifest") -> pa.Table:
         arrays.append(column)
     if problems:
         raise ManifestError(f"{source} has columns of the wrong type:\n- " + "\n- ".join(problems), problems)
-    return pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA)
+    conformed = pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA)
+    return conformed if "subset" in table.column_names else _canonical_splits(conformed, source)
+
+
+def _canonical_splits(table: pa.Table, source: str) -> pa.Table:
+    """A manifest written before splits were canonical (no subset column): each split name that is not train, valid
+    or test moves to subset and split becomes its canonical name ('test-clean' -> test); unknown names stay (and
+    validate_table names them)."""
+    names = [n for n in pc.unique(table["split"]).to_pylist() if n is not None and n not in SPLITS]
+    mapping = {n: canonical_split(n) for n in names}
+    mapped = {n: c for n, c in mapping.items() if c is not None}
+    if not mapped:
+        return table
+    split = table["split"].to_pylist()
+    subset = [v if v in mapped else None for v in split]
+    table = table.set_column(table.schema.get_field_index("split"), MANIFEST_SCHEMA.field("split"),
+                             pa.array([mapped.get(v, v) for v in split], pa.string()))
+    table = table.set_column(table.schema.get_field_index("subset"), MANIFEST_SCHEMA.field("subset"),
+                             pa.array(subset, pa.string()))
+    warnings.warn(f"{source}: split names moved to subset and mapped to canonical splits: "
+                  + ", ".join(f"{n} -> {c}" for n, c in sorted(mapped.items())), ManifestWarning, stacklevel=3)
+    return table
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -166,6 +189,17 @@ def validate_table(table: pa.Table) -> None:
         problems.append(
             f"unknown task value(s) {_values_text(values)} in {total} row(s): {_rows_text(rows, total)}. "
             f"Allowed tasks: {', '.join(TASKS)}."
+        )
+
+    split = table["split"]
+    odd = pc.and_(pc.is_valid(split), pc.invert(pc.is_in(split, value_set=pa.array(SPLITS))))
+    rows, total = _true_rows(odd)
+    if total:
+        values = pc.unique(split.filter(odd)).to_pylist()
+        problems.append(
+            f"split value(s) {_values_text(values)} in {total} row(s) ({_rows_text(rows, total)}) are not one of "
+            f"{', '.join(SPLITS)}. split is canonical (the trainer holds out valid and test by it); put the corpus's "
+            "own name in subset (the readers do this), e.g. split=test subset=test-clean."
         )
 
     bad_id = pc.fill_null(pc.invert(pc.match_substring_regex(clip_id, CLIP_ID_PATTERN.pattern)), False)
@@ -233,9 +267,11 @@ def row_warnings(table: pa.Table) -> list[RowWarning]:
             both(pc.less(t["speech_start_s"], t["start_s"])),
             pc.or_(both(pc.greater(t["speech_end_s"], t["end_s"])), both(pc.greater(t["speech_start_s"], t["end_s"]))),
         ),
-        "speech_without_transcript": pc.and_(is_speech, pc.invert(present("transcript"))),
+        "speech_without_transcript": pc.and_(pc.and_(is_speech, pc.invert(present("transcript"))),
+                                             pc.invert(present("transcript_problem"))),
         "video_task_without_video": pc.and_(is_video, pc.invert(has_video)),
         "no_media": pc.and_(pc.invert(has_video), pc.invert(has_audio)),
+        "transcript_unreadable": present("transcript_problem"),
     }
     assert set(masks) == set(ROW_PROBLEMS)
     found: list[RowWarning] = []

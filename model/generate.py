@@ -140,8 +140,7 @@ def extract_conditions(contract: FeatureContract, video_path: Optional[str | Pat
         check_visual_encoder(contract, visual_model)
     phonemes = None
     if transcript:
-        phonemes = PhonemeStage(language=contract.phones["language"], with_stress=contract.phones["with_stress"],
-                                max_chars=contract.phones.get("max_chars", 1000))
+        phonemes = PhonemeStage.from_contract(contract.phones)  # the phone set and text rules of the checkpoint
         warnings += check_phonemes(contract, phonemes)
 
     decode = DecodeConfig(fps=contract.video_fps, sample_rate=contract.sample_rate,

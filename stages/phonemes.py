@@ -1,8 +1,14 @@
-"""Transcript -> IPA phonemes -> token ids, with phonemizer's espeak-ng backend.
+"""Transcript -> normalised text -> phones -> token ids, with phonemizer's espeak-ng backend (and CMUdict).
 
-Outputs on speech rows: `phonemes` (IPA text: words split by spaces, punctuation kept as pause marks,
-stress marks on) and `phone_ids` (int16 `[N]`, ids of `stages.phone_vocab`, no padding). Rows of other
-tasks get None for both.
+Outputs on speech rows: `phonemes` (text: the phone tokens separated by spaces, `|` between words, punctuation
+kept as pause marks; for `ipa-char`, IPA with spaces between words) and `phone_ids` (int16 `[N]`, ids of the
+phone set's vocabulary in `stages.phone_vocab`, no padding). Rows of other tasks get None for both.
+
+Phone sets (`PHONE_SETS`): `espeak-phone` (default; one token per espeak-ng phone, stress carried on the vowel),
+`arpabet` (the reference's ARPAbet with stress: CMUdict, espeak-ng for the words it lacks, `stages.arpabet`) and
+`ipa-char` (one token per IPA character: outputs made before the phone-level sets). The text is normalised first
+(`stages.text_norm`: all-caps folding, numbers, currency, abbreviations), so "US" and "us" give the same ids.
+A word-boundary token between words is optional (`word_boundary`); punctuation marks are pause tokens.
 
 Punctuation is split off here, not by phonemizer's `preserve_punctuation`: phonemizer 3.4 cuts a line at
 the first occurrence of a mark's text rather than where the mark matched, so a line such as
@@ -23,10 +29,28 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from manifests.tasks import SPEECH_TASKS, TASKS
+from stages import arpabet
+from stages import text_norm as text_norm_module
 from stages.base import Reject, Row, Stage
-from stages.phone_vocab import PHONE_LETTERS, PUNCTUATION, PhoneVocab, UnknownSymbol, default_vocab
+from stages.phone_vocab import (
+    ARPABET_VERSION,
+    ESPEAK_PHONE_SYMBOLS,
+    ESPEAK_PHONE_VERSION,
+    ESPEAK_PHONES,
+    PHONE_LETTERS,
+    PHONE_WORD_BOUNDARY,
+    PUNCTUATION,
+    VOCAB_VERSION,
+    VOCABS,
+    PhoneVocab,
+    UnknownSymbol,
+    segment_phone,
+)
 
 ESPEAK_SOURCES = ("auto", "system", "bundled")
+PHONE_SETS = {"espeak-phone": ESPEAK_PHONE_VERSION, "arpabet": ARPABET_VERSION, "ipa-char": VOCAB_VERSION}
+PHONE_SEPARATOR = "_"  # between the phones of a word in phonemizer's output (phone-level sets)
+ESPEAK_PHONE_TOKENS = frozenset(ESPEAK_PHONE_SYMBOLS)
 
 _MARK = (r"(?:(?!(?<=\w)\.(?=\w))"      # a full stop inside a token (4.6, e.g, example.com) is not a mark
          r"(?!(?<=\d)[,:](?=\d))"      # nor a comma or colon between digits (20,000  10:30)
@@ -44,6 +68,9 @@ class PhonemeConfig:
     with_stress: bool = True
     max_chars: int = 1000
     espeak: str = "auto"            # auto | system | bundled (the espeakng-loader wheel: one release everywhere)
+    phone_set: str = "espeak-phone"  # espeak-phone | arpabet | ipa-char (PHONE_SETS)
+    text_norm: Optional[str] = "en-v1"  # stages.text_norm; None leaves the text as written
+    word_boundary: bool = False     # a `|` token between words (phone-level sets)
 
 
 def configure_espeak(source: str = "auto") -> dict[str, Any]:
@@ -126,24 +153,49 @@ def join_marks(parts: list[str], phonemized_chunks: list[str]) -> str:
 
 
 class PhonemeStage(Stage):
-    """Phonemize speech rows' transcripts in one espeak-ng call per batch and encode them as token ids."""
+    """Normalise speech rows' transcripts, phonemize them in one espeak-ng call per batch, encode them as ids."""
 
     name = "phonemes"
 
     def __init__(self, *, language: str = "en-us", with_stress: bool = True, max_chars: int = 1000,
-                 espeak: str = "auto"):
+                 espeak: str = "auto", phone_set: str = "espeak-phone", text_norm: Optional[str] = "en-v1",
+                 word_boundary: bool = False):
         super().__init__()
         if espeak not in ESPEAK_SOURCES:
             raise ValueError(f"espeak must be one of {ESPEAK_SOURCES}, got {espeak!r}")
         if max_chars < 1:
             raise ValueError("max_chars must be positive")
+        if phone_set not in PHONE_SETS:
+            raise ValueError(f"phone_set must be one of {tuple(PHONE_SETS)}, got {phone_set!r}")
+        if phone_set == "arpabet" and not with_stress:
+            raise ValueError("the arpabet phone set carries stress: with_stress must be true")
+        if phone_set == "ipa-char" and word_boundary:
+            raise ValueError("ipa-char always has word boundaries (spaces); word_boundary is for phone-level sets")
+        if text_norm is not None and text_norm not in text_norm_module.TEXT_NORMS:
+            raise ValueError(f"text_norm must be one of {text_norm_module.TEXT_NORMS} or None, got {text_norm!r}")
         self.language = language
         self.with_stress = with_stress
         self.max_chars = max_chars
         self.espeak = espeak
-        self.vocab: PhoneVocab = default_vocab()
+        self.phone_set = phone_set
+        self.text_norm = text_norm
+        self.word_boundary = word_boundary
+        self.vocab: PhoneVocab = VOCABS[PHONE_SETS[phone_set]]
         self._backend = None
         self._espeak_info: Optional[dict[str, Any]] = None
+
+    @classmethod
+    def from_contract(cls, phones: dict[str, Any], **kw: Any) -> "PhonemeStage":
+        """The stage that made a contract's phonemes (`vocab_dict()`); contracts written before phone sets and text
+        normalisation existed are ipa-char without normalisation."""
+        version = phones["vocab"]["version"]
+        phone_set = phones.get("phone_set") or next((k for k, v in PHONE_SETS.items() if v == version), None)
+        if phone_set is None:
+            raise ValueError(f"unknown phoneme vocabulary {version!r}; this install knows {sorted(VOCABS)}")
+        norm = phones.get("text_norm", {"version": None})["version"]
+        return cls(language=phones["language"], with_stress=phones["with_stress"],
+                   max_chars=phones.get("max_chars", 1000), phone_set=phone_set, text_norm=norm,
+                   word_boundary=bool(phones.get("word_boundary_token", False)), **kw)
 
     def setup(self) -> None:
         from phonemizer.backend import EspeakBackend
@@ -158,7 +210,8 @@ class PhonemeStage(Stage):
             self.language, preserve_punctuation=False, with_stress=self.with_stress,
             punctuation_marks=re.compile(r"(?!)"),  # punctuation is handled here (module docstring)
             language_switch="remove-flags", words_mismatch="ignore", logger=log)
-        self._separator = Separator(phone="", syllable="", word=" ")
+        phone = "" if self.phone_set == "ipa-char" else PHONE_SEPARATOR
+        self._separator = Separator(phone=phone, syllable="", word=" ")
 
     def _ensure_setup(self) -> None:
         if not self._ready:
@@ -170,14 +223,22 @@ class PhonemeStage(Stage):
         import phonemizer
 
         self._ensure_setup()
-        return {"vocab": self.vocab.to_dict(), "backend": "espeak-ng", "language": self.language,
-                "with_stress": self.with_stress, "punctuation": PUNCTUATION, "word_separator": " ",
-                "language_switch": "remove-flags", "max_chars": self.max_chars,
-                "espeak_version": self._espeak_info["version"], "espeak_library": self._espeak_info["source"],
-                "phonemizer_version": phonemizer.__version__}
+        out = {"vocab": self.vocab.to_dict(), "backend": "espeak-ng", "language": self.language,
+               "with_stress": self.with_stress, "punctuation": PUNCTUATION, "word_separator": " ",
+               "language_switch": "remove-flags", "max_chars": self.max_chars,
+               "espeak_version": self._espeak_info["version"], "espeak_library": self._espeak_info["source"],
+               "phonemizer_version": phonemizer.__version__}
+        if self.phone_set == "ipa-char" and self.text_norm is None:
+            return out  # exactly what contracts recorded before phone sets existed, so old outputs still match
+        out.update(phone_set=self.phone_set, text_norm=text_norm_module.describe(self.text_norm),
+                   word_boundary_token=self.word_boundary,
+                   stress="on the vowel token" if self.phone_set == "espeak-phone" else "CMUdict digits")
+        if self.phone_set == "arpabet":
+            out["cmudict_version"] = arpabet.cmudict_version()
+        return out
 
     def phonemize_chunks(self, chunks: list[str]) -> list[str]:
-        """One backend call: one IPA line per input chunk (chunks hold no line breaks, no punctuation marks)."""
+        """One backend call: one line per input chunk (chunks hold no line breaks, no punctuation marks)."""
         if not chunks:
             return []
         lines = self._backend.phonemize(chunks, separator=self._separator, strip=True)
@@ -185,22 +246,29 @@ class PhonemeStage(Stage):
             raise RuntimeError(f"phonemizer returned {len(lines)} lines for {len(chunks)} inputs")
         return lines
 
+    def _espeak_inputs(self, parts: list[str]) -> list[str]:
+        """What espeak must phonemize for one transcript: its text chunks, or (arpabet) the words CMUdict lacks."""
+        chunks = [c for c in parts[0::2] if c]
+        if self.phone_set != "arpabet":
+            return chunks
+        return [w for c in chunks for w in c.split(" ") if _cmudict_word(w) is None]
+
     def process_batch(self, rows: list[Row]) -> None:
         prepared: list[tuple[Row, list[str]]] = []
         for row in rows:
             row["phonemes"] = None
             row["phone_ids"] = None
             self.guarded(row, self._prepare, row, prepared)
-        chunks = [c for _, parts in prepared for c in parts[0::2] if c]
+        inputs = [x for _, parts in prepared for x in self._espeak_inputs(parts)]
         try:
-            lines = iter(self.phonemize_chunks(chunks))
+            lines = iter(self.phonemize_chunks(inputs))
         except Exception:  # noqa: BLE001 - the batch failed as a whole: redo it row by row to find the culprit
             for row, parts in prepared:
                 self.guarded(row, self._finish_alone, row, parts)
             return
         for row, parts in prepared:
-            phonemized = [next(lines) if c else "" for c in parts[0::2]]
-            self.guarded(row, self._finish, row, parts, phonemized)
+            espeak_out = {x: next(lines) for x in self._espeak_inputs(parts)}
+            self.guarded(row, self._finish, row, parts, espeak_out)
 
     def _prepare(self, row: Row, prepared: list) -> None:
         task = row.get("task")
@@ -208,6 +276,8 @@ class PhonemeStage(Stage):
             raise Reject("unknown_task", f"task {task!r} is not one of {TASKS}")
         if task not in SPEECH_TASKS:
             return
+        if row.get("transcript_problem"):
+            raise Reject("unreadable_transcript", str(row["transcript_problem"]))
         transcript = row.get("transcript")
         if transcript is not None and not isinstance(transcript, str):
             raise Reject("empty_transcript", f"transcript is a {type(transcript).__name__}, not text")
@@ -216,23 +286,68 @@ class PhonemeStage(Stage):
             raise Reject("empty_transcript", "no transcript" if transcript is None else "blank transcript")
         if len(text) > self.max_chars:
             raise Reject("transcript_too_long", f"{len(text)} characters > max_chars {self.max_chars}")
-        prepared.append((row, split_marks(text)))
+        prepared.append((row, split_marks(text_norm_module.normalize_text(text, self.text_norm))))
 
     def _finish_alone(self, row: Row, parts: list[str]) -> None:
-        chunks = [c for c in parts[0::2] if c]
+        inputs = self._espeak_inputs(parts)
         try:
-            lines = iter(self.phonemize_chunks(chunks))
+            lines = self.phonemize_chunks(inputs)
         except Exception as e:  # noqa: BLE001 - espeak failed on this row only: a reject with its error
             raise Reject("phonemizer_error", f"{type(e).__name__}: {e}") from e
-        self._finish(row, parts, [next(lines) if c else "" for c in parts[0::2]])
+        self._finish(row, parts, dict(zip(inputs, lines)))
 
-    def _finish(self, row: Row, parts: list[str], phonemized: list[str]) -> None:
-        ipa = join_marks(parts, phonemized)
+    def _finish(self, row: Row, parts: list[str], espeak_out: dict[str, str]) -> None:
+        if self.phone_set == "ipa-char":
+            text = join_marks(parts, [espeak_out[c] if c else "" for c in parts[0::2]])
+            tokens, has_phones = text, any(ch in PHONE_LETTERS for ch in text)
+        else:
+            sequence = self._phone_sequence(parts, espeak_out)
+            text = " ".join(sequence)
+            tokens = [t for t in sequence if t != PHONE_WORD_BOUNDARY or self.word_boundary]
+            has_phones = any(t != PHONE_WORD_BOUNDARY and t not in PUNCTUATION for t in sequence)
         try:
-            ids = self.vocab.encode(ipa)
+            ids = self.vocab.encode(tokens)
         except UnknownSymbol as e:
-            raise Reject("unknown_symbol", f"{e} in {ipa!r}") from e
-        if not any(ch in PHONE_LETTERS for ch in ipa):
-            raise Reject("no_phonemes", f"transcript {row.get('transcript')!r} gave no phones ({ipa!r})")
-        row["phonemes"] = ipa
+            raise Reject("unknown_symbol", f"{e} in {text!r}") from e
+        if not has_phones:
+            raise Reject("no_phonemes", f"transcript {row.get('transcript')!r} gave no phones ({text!r})")
+        row["phonemes"] = text
         row["phone_ids"] = ids  # [N] int16
+
+    def _phone_sequence(self, parts: list[str], espeak_out: dict[str, str]) -> list[str]:
+        """Phone tokens of a transcript, `|` between the words of a chunk, each punctuation mark a token."""
+        sequence: list[str] = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                sequence.extend(ch for ch in part if not ch.isspace())
+                continue
+            if not part:
+                continue
+            if self.phone_set == "arpabet":
+                words = [_cmudict_word(w) or arpabet.espeak_word_to_arpabet(_espeak_phones(espeak_out[w]))
+                         for w in part.split(" ")]
+            else:
+                words = [_espeak_phones(w) for w in espeak_out[part].split(" ")]
+            for k, phones in enumerate(w for w in words if w):
+                if k:
+                    sequence.append(PHONE_WORD_BOUNDARY)
+                sequence.extend(p for p in phones if p)
+        return sequence
+
+
+def _espeak_phones(line: str) -> list[str]:
+    """espeak's phones of a line (one word may come back as several: 'e.g' -> 'iː dʒˈiː'); a token of several
+    phones run together is split (`segment_phone`)."""
+    return [q for word in line.split(" ") for p in word.split(PHONE_SEPARATOR) if p
+            for q in (segment_phone(p, ESPEAK_PHONES) if p not in ESPEAK_PHONE_TOKENS else [p])]
+
+
+def _cmudict_word(word: str) -> Optional[list[str]]:
+    """CMUdict's ARPAbet for a word, a hyphenated word looked up part by part; None when any part is missing."""
+    phones: list[str] = []
+    for part in (p for p in word.split("-") if p):
+        found = arpabet.lookup(part)
+        if found is None:
+            return None
+        phones.extend(found)
+    return phones or None

@@ -8,7 +8,10 @@ Media paths are written relative to a data root (`data_root`, by default the cor
 manifest moves with the data; pass the folder you will give `pipeline run extract --data-root` when the corpus lies
 somewhere below it. clip_ids are derived from the corpus's own ids with every character outside [A-Za-z0-9_-]
 replaced by '_' (`sanitize_clip_id`); two ids that collide after that are a ManifestError, never a silent merge.
-A row whose transcript file is missing is kept with a null transcript (the extract stage rejects it with a reason).
+A row whose transcript file is missing is kept with a null transcript (the extract stage rejects it with a reason);
+one whose file cannot be read keeps the reason in transcript_problem. Every reader writes a canonical split (train,
+valid, test) and the corpus's own name in subset; readers with word timings keep them (words) and cut clips longer
+than max_seconds at word boundaries (`words.py`).
 """
 
 from manifests.readers.common import Transcript, TranscriptFn, apply_defaults, sanitize_clip_id

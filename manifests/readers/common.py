@@ -12,17 +12,20 @@ from typing import Any, Callable, Iterable, Optional, Union
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.schema import CLIP_ID_PATTERN, MANIFEST_SCHEMA
+from manifests.schema import CLIP_ID_PATTERN, MANIFEST_SCHEMA, Word
+from manifests.splits import SPLITS, canonical_split
 from manifests.validate import MAX_LISTED, ManifestError
 
 
 @dataclass(frozen=True)
 class Transcript:
-    """What a transcript file says: the text, and the span of speech in the clip when the file knows it."""
+    """What a transcript file says: the text, and the span of speech in the clip and the timed words when the file
+    knows them."""
 
     text: str
     speech_start_s: Optional[float] = None
     speech_end_s: Optional[float] = None
+    words: Optional[tuple[Word, ...]] = None
 
 
 # A transcript_fn gets (media_root, item_id) and returns the text, a Transcript, or None when there is none.
@@ -99,6 +102,30 @@ def read_text_or_none(path: Path) -> Optional[str]:
         return None
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"cannot read transcript {path} as UTF-8 text ({type(e).__name__}: {e})") from e
+
+
+def read_transcript_file(path: Path) -> tuple[Optional[str], Optional[str]]:
+    """(text, None), (None, None) when the file does not exist, or (None, problem) when it exists but cannot be
+    read as UTF-8 text: the clip is kept and extract rejects it with the problem, the build goes on."""
+    try:
+        return path.read_text(encoding="utf-8"), None
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError as e:
+        return None, f"{path.name} is not valid UTF-8 (byte {e.start}: {e.reason})"
+    except OSError as e:
+        return None, f"{path.name} cannot be read ({type(e).__name__}: {e})"
+
+
+def check_split(split: Optional[str]) -> Optional[str]:
+    """A split given to a reader (`--split`) as its canonical name ('dev' -> valid); a ManifestError for others."""
+    if split is None:
+        return None
+    canonical = split if split in SPLITS else canonical_split(split)
+    if canonical is None:
+        raise ManifestError(f"split {split!r} is not one of {', '.join(SPLITS)} (nor a name that maps to one, like "
+                            "dev-clean or val): splits are canonical, the corpus's own names go in subset")
+    return canonical
 
 
 # ----------------------------------------------------------------------------------------------- defaults

@@ -33,7 +33,8 @@ def read_id_list(list_path: Path) -> list[tuple[int, str]]:
 
 def clips_from_ids(items: list[tuple[str, str]], *, media_root: Path, data_root: Path, dataset: str,
                    split: Optional[str], video_ext: str, transcript_fn: TranscriptFn,
-                   speaker_fn: Optional[Callable[[str], Optional[str]]], source: Path) -> list[Clip]:
+                   speaker_fn: Optional[Callable[[str], Optional[str]]], source: Path,
+                   subset: Optional[str] = None) -> list[Clip]:
     """items: (where, id) pairs; one visual_tts clip per id with video `media_root/{id}{video_ext}`."""
     clips, pairs = [], []
     for where, item_id in items:
@@ -43,12 +44,13 @@ def clips_from_ids(items: list[tuple[str, str]], *, media_root: Path, data_root:
         clip_id = sanitize_clip_id(item_id)
         pairs.append((item_id, clip_id))
         clips.append(Clip(
-            clip_id=clip_id, task="visual_tts", dataset=dataset, split=split,
+            clip_id=clip_id, task="visual_tts", dataset=dataset, split=split, subset=subset,
             video_path=relative_to_root(media_root / f"{item_id}{video_ext}", data_root),
             transcript=transcript.text if transcript is not None else None,
             speaker=speaker_fn(item_id) if speaker_fn is not None else None,
             speech_start_s=transcript.speech_start_s if transcript is not None else None,
             speech_end_s=transcript.speech_end_s if transcript is not None else None,
+            words=transcript.words if transcript is not None else None,
         ))
     check_unique(pairs, source)
     return clips

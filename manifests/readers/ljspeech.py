@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from manifests.readers.common import check_unique, fail_on_lines, read_lines, relative_to_root, sanitize_clip_id
+from manifests.readers.common import (
+    check_split,
+    check_unique,
+    fail_on_lines,
+    read_lines,
+    relative_to_root,
+    sanitize_clip_id,
+)
 from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Reader
 from manifests.schema import Clip
 
@@ -17,7 +24,7 @@ def read_ljspeech(root: str | Path, *, dataset: str = "ljspeech", split: Optiona
     metadata.csv is pipe-delimited without header or quoting: `ID|transcript|normalized transcript`
     (`text="raw"` takes the second field; lines with only `ID|transcript` use it either way).
     """
-    root = Path(root)
+    root, split = Path(root), check_split(split)
     if text not in ("normalized", "raw"):
         raise ValueError(f"text must be 'normalized' or 'raw', not {text!r}")
     metadata = root / "metadata.csv"

@@ -44,7 +44,8 @@ class Reader:
 DATASET = ReaderOption("dataset", "--dataset",
                        "Corpus name for the dataset column (default: the corpus, e.g. lrs2; none for reference)")
 SPLIT = ReaderOption("split", "--split",
-                     "Split name; vggsound: keep only rows of this split; lrs2: default from the list name")
+                     "Canonical split (train, valid, test) for every clip; the corpus's own names go in subset; "
+                     "vggsound: keep only rows of this split; lrs2, libritts: default from the list or folder name")
 DATA_ROOT = ReaderOption("data_root", "--data-root",
                          "Write media paths relative to this folder (default: the corpus folder, video dir or media "
                          "root)", kind="path")

@@ -8,6 +8,7 @@ from typing import Optional
 
 from manifests.readers.common import (
     check_item_id,
+    check_split,
     check_unique,
     fail_on_lines,
     read_lines,
@@ -35,7 +36,7 @@ def read_reference_list(list_path: str | Path, *, task: str, dataset: Optional[s
     video either: `video_pattern` (e.g. "videos/{stem}.mp4") derives video_path from the audio stem; without it
     video_path is null. Absolute audio paths are made relative to data_root when it is given, else kept as written.
     """
-    list_path = Path(list_path)
+    list_path, split = Path(list_path), check_split(split)
     if task not in TASKS:
         raise ManifestError(f"task {task!r} is not one of {', '.join(TASKS)}")
     clips, pairs, bad = [], [], []

@@ -9,8 +9,10 @@ Pretraining has one source per task (v2s, visual_tts, tts, joint), weighted by s
 explicit weights; fine-tuning has "synthetic" (mixture folders) and "real_joint" (the joint clips of real folders),
 weighted by `synthetic_ratio`. How a source is read is `model/data/stream.py`'s business.
 
-Held-out set. Samples of split `val_split` ("test") are never trained on; the first `val_samples` of them (by key)
-give the validation loss. Without such a split, the first keys of each task are held out (at most a quarter of it).
+Held-out set. Samples whose canonical split (`manifests.splits`) is valid or test are never trained on, whatever
+their corpus calls them (index rows written before splits were canonical, "test-clean" or "dev-other", are mapped
+the same way). The first `val_samples` of split `val_split` (by key; else of the other held-out split) give the
+validation loss. Without any held-out sample, the first keys of each task are held out (at most a quarter of it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from manifests.errors import PipelineError
+from manifests.splits import HELD_OUT_SPLITS, SPLITS, canonical_split
 from manifests.tasks import TASKS
 from stages.format.contract import FeatureContract, read_dataset_json, require_same
 from stages.format.layout import NotAnOutput, OutputDir, shard_problem
@@ -67,8 +70,8 @@ def read_index(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                 path = _shard_path(folder, row["shard"], recorded["shard_size"][i])
                 shards[row["shard"]] = (str(path), recorded["shard_sha256"][i])
             url, sha256 = shards[row["shard"]]
-            rows.append({"url": url, "key": row["key"], "task": row["task"], "split": row["split"],
-                         "sha256": sha256})
+            split = row["split"] if row["split"] in SPLITS or row["split"] is None else canonical_split(row["split"])
+            rows.append({"url": url, "key": row["key"], "task": row["task"], "split": split, "sha256": sha256})
     return rows
 
 
@@ -89,16 +92,17 @@ def held_out_rows(rows: Sequence[dict], *, val_split: Optional[str] = "test", va
                   ) -> tuple[list[dict], frozenset]:
     """(validation rows, every excluded (url, key)).
 
-    All samples of split `val_split` are excluded from training; the first `val_samples` by key validate. When no
-    sample has that split, the first keys of each task are held out instead: val_samples spread over the tasks,
-    at most a quarter of a task. val_samples == 0 holds nothing out and excludes nothing.
+    All samples of the held-out splits (valid, test) are excluded from training; the first `val_samples` by key of
+    split `val_split` validate (of the other held-out split when val_split has none). When no sample is held out
+    by split, the first keys of each task are held out instead: val_samples spread over the tasks, at most a
+    quarter of a task. val_samples == 0 validates on nothing, but still excludes the held-out splits.
     """
+    held = sorted((r for r in rows if r["split"] in HELD_OUT_SPLITS), key=lambda r: (r["key"], r["url"]))
+    if held:
+        preferred = [r for r in held if r["split"] == val_split] or held
+        return preferred[:max(val_samples, 0)], frozenset((r["url"], r["key"]) for r in held)
     if val_samples <= 0:
         return [], frozenset()
-    split_rows = sorted((r for r in rows if val_split is not None and r["split"] == val_split),
-                        key=lambda r: (r["key"], r["url"]))
-    if split_rows:
-        return split_rows[:val_samples], frozenset((r["url"], r["key"]) for r in split_rows)
     by_task: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: (r["key"], r["url"])):
         by_task.setdefault(r["task"], []).append(r)

@@ -118,6 +118,8 @@ def build(
     video_ext: Optional[str] = typer.Option(None, "--video-ext", help=_option_help("--video-ext")),
     pattern: Optional[str] = typer.Option(None, "--pattern", help=_option_help("--pattern")),
     list_path: Optional[Path] = typer.Option(None, "--list", help=_option_help("--list")),
+    align_pattern: Optional[str] = typer.Option(None, "--align-pattern", help=_option_help("--align-pattern")),
+    max_seconds: Optional[str] = typer.Option(None, "--max-seconds", help=_option_help("--max-seconds")),
     map_: list[str] = typer.Option([], "--map", help=_option_help("--map")),
     set_: list[str] = typer.Option([], "--set", help="column=value filling empty cells (repeatable), e.g. task=v2s."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help=_option_help("--dataset")),
@@ -192,10 +194,11 @@ def validate(
 
 
 def _print_counts(console: Console, table: pa.Table) -> None:
-    counts = table.group_by(["task", "dataset", "split"]).aggregate([("clip_id", "count")]).to_pylist()
-    summary = Table("task", "dataset", "split", "rows")
-    for row in sorted(counts, key=lambda r: (r["task"], r["dataset"] or "", r["split"] or "")):
-        summary.add_row(row["task"], row["dataset"] or "-", row["split"] or "-", str(row["clip_id_count"]))
+    counts = table.group_by(["task", "dataset", "split", "subset"]).aggregate([("clip_id", "count")]).to_pylist()
+    summary = Table("task", "dataset", "split", "subset", "rows")
+    for row in sorted(counts, key=lambda r: (r["task"], r["dataset"] or "", r["split"] or "", r["subset"] or "")):
+        summary.add_row(row["task"], row["dataset"] or "-", row["split"] or "-", row["subset"] or "-",
+                        str(row["clip_id_count"]))
     console.print(summary)
 
 

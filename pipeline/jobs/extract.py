@@ -2,7 +2,7 @@
 
 Two placements of the same stages (config `visual.placement`):
   split (default with GPUs): manifest rows (blocks of `rows_per_task`)
-      -> [decode -> audio -> phonemes]   CPU tasks
+      -> [decode -> audio -> speech span -> phonemes]   CPU tasks
       -> [visual encoder]                actor pool, a GPU each (models loaded once per actor)
       -> [VAE latents]                   actor pool, only with --vae
   fused (default without GPUs): one actor pool of CPU workers, each running every stage with its models
@@ -14,6 +14,7 @@ Work is processed in windows of units so memory stays bounded whatever the manif
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from stages.decode import DecodeConfig
 from stages.format.contract import ContractError, FeatureContract
 from stages.latent import LatentConfig
 from stages.phonemes import PhonemeConfig
+from stages.speech_span import VadConfig
 from stages.visual import VisualConfig, describe_clip_dir
 
 JOB = "extract"
@@ -44,6 +46,7 @@ class ExtractConfig:
     loudness: LoudnessConfig = field(default_factory=LoudnessConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
     phonemes: PhonemeConfig = field(default_factory=PhonemeConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
     shard_size: int = 256           # rows per work unit; one unit = one shard
     rows_per_task: int = 4          # rows per Ray call of the CPU stages (decode, audio, phonemes)
     cpu_stage_cpus: float = 1.0     # logical CPUs one CPU-stage worker asks Ray for
@@ -91,11 +94,26 @@ def speech_span(row: Row) -> Optional[list[float]]:
     return [a, b] if b > a else [0.0, duration]
 
 
+def clip_words(row: Row) -> Optional[list[dict]]:
+    """The row's timed words on the clip's timeline (0 = its first sample), or None when the manifest has none."""
+    from stages.speech_span import timed_words
+
+    words = timed_words(row.get("words"))
+    if not words or row["task"] not in SPEECH_TASKS:
+        return None
+    start = float(row.get("start_s") or 0.0)
+    return [{"word": w["word"], "start_s": round(w["start_s"] - start, 3), "end_s": round(w["end_s"] - start, 3)}
+            for w in words]
+
+
 def extract_sample(row: Row):
     meta = {
         "clip_id": row["clip_id"], "task": row["task"], "dataset": row.get("dataset"), "split": row.get("split"),
+        "subset": row.get("subset"), "label": row.get("label"), "parent_id": row.get("parent_id"),
         "speaker": row.get("speaker"), "transcript": row.get("transcript"), "phonemes": row.get("phonemes"),
-        "speech_span_s": speech_span(row), "has_video": row.get("video") is not None,
+        "speech_span_s": speech_span(row), "speech_span_source": row.get("speech_span_source"),
+        "window_source": row.get("window_source"), "words": clip_words(row),
+        "has_video": row.get("video") is not None,
         "duration_s": row["duration_s"], "audio_duration_s": row.get("audio_duration_s"),
         "video_duration_s": row.get("video_duration_s"), "cut": bool(row.get("cut")),
         "source": {"video_path": row.get("video_path"), "audio_path": row.get("audio_path"),
@@ -112,7 +130,8 @@ def extract_sample(row: Row):
 
 
 def extract_index(row: Row, meta: dict) -> dict[str, Any]:
-    return {"task": meta["task"], "dataset": meta["dataset"], "split": meta["split"], "speaker": meta["speaker"],
+    return {"task": meta["task"], "dataset": meta["dataset"], "split": meta["split"], "subset": meta["subset"],
+            "label": meta["label"], "speaker": meta["speaker"],
             "duration_s": meta["duration_s"], "has_video": meta["has_video"],
             "n_video": 0 if row.get("video") is None else len(row["video"]), "n_mel": len(row["mel"]),
             "n_phones": 0 if row.get("phone_ids") is None else len(row["phone_ids"]),
@@ -123,16 +142,27 @@ def phoneme_stage(config: ExtractConfig):
     from stages.phonemes import PhonemeStage
 
     p = config.phonemes
-    return PhonemeStage(language=p.language, with_stress=p.with_stress, max_chars=p.max_chars, espeak=p.espeak)
+    return PhonemeStage(language=p.language, with_stress=p.with_stress, max_chars=p.max_chars, espeak=p.espeak,
+                        phone_set=p.phone_set, text_norm=p.text_norm, word_boundary=p.word_boundary)
 
 
 def cpu_stages(config: ExtractConfig, data_root: Path) -> list:
     from stages.audio import AudioFeatureStage
     from stages.decode import DecodeStage
+    from stages.speech_span import SpeechSpanStage
 
     return [DecodeStage(data_root=str(data_root), config=config.decode),
             AudioFeatureStage(mel=config.mel, loudness=config.loudness),
+            SpeechSpanStage(data_root=str(data_root), decode=config.decode, mel=config.mel, loudness=config.loudness,
+                            vad=config.vad),
             phoneme_stage(config)]
+
+
+def words_as_json(rows: pa.Table) -> pa.Table:
+    """The manifest's timed words as one JSON text per row: rows cross Ray as plain values (stages.speech_span)."""
+    words = rows["words"].to_pylist()
+    text = pa.array([None if w is None else json.dumps(w) for w in words], pa.string())
+    return rows.set_column(rows.schema.get_field_index("words"), "words", text)
 
 
 def visual_stage(config: ExtractConfig, threads: Optional[int] = None):
@@ -193,7 +223,7 @@ def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: Extra
                 address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
                 options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Run (or resume) an extract job; returns the report."""
-    rows = read_manifest(manifest)
+    rows = words_as_json(read_manifest(manifest))
     data_root = Path(data_root).resolve()
     if not data_root.is_dir():
         raise UsageError(f"data root {data_root} is not a directory: pass the folder the manifest's paths are "

@@ -8,6 +8,7 @@ filters built once per worker); VAE latents, when the sources have them, are re-
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,13 @@ from stages.mix import MixConfig, MixStage, pick_sources, sample_recipe
 JOB = "synth-mix"
 
 
+# Sound labels that are voices: a sound source labelled so would put a second voice under the mixture's speech.
+# Globs matched case-insensitively against the label (VGGSound's "male speech, man speaking", "female singing",
+# "people whispering", ...); an unlabelled source matches none of them.
+VOICE_LABELS = ["*speech*", "*speaking*", "*singing*", "*choir*", "*whispering*", "*babbling*", "*rapping*",
+                "*yodel*", "*beatbox*", "*narrat*", "*vocal*"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceFilter:
     datasets: Optional[list] = None
@@ -37,6 +45,19 @@ class SourceFilter:
     speakers: Optional[list] = None
     min_seconds: Optional[float] = None
     max_seconds: Optional[float] = None
+    labels: Optional[list] = None          # keep only sources whose label matches one of these globs
+    # drop sources whose label matches one of these globs; by default the voice classes ([] keeps every label)
+    exclude_labels: Optional[list] = field(default_factory=lambda: list(VOICE_LABELS))
+
+
+def label_mask(labels: list, include: Optional[list], exclude: Optional[list]) -> list[bool]:
+    """Which labels pass: matching an include glob (when there are any) and no exclude glob; case-insensitive.
+    A null label passes only when there is no include list."""
+    def matches(label, globs):
+        return any(fnmatch.fnmatchcase(label.lower(), g.lower()) for g in globs)
+
+    return [(not include or (label is not None and matches(label, include)))
+            and not (exclude and label is not None and matches(label, exclude)) for label in labels]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +124,9 @@ def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: 
             index = index.filter(pc.greater_equal(index["duration_s"], filt.min_seconds))
         if filt.max_seconds is not None:
             index = index.filter(pc.less_equal(index["duration_s"], filt.max_seconds))
+        if filt.labels or filt.exclude_labels:
+            labels = index["label"].to_pylist() if "label" in index.column_names else [None] * index.num_rows
+            index = index.filter(pa.array(label_mask(labels, filt.labels, filt.exclude_labels), pa.bool_()))
         if drop_silent:
             index = index.filter(pc.invert(index["silent"]))
         paths = source_shards(folder, index)

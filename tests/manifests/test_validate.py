@@ -28,9 +28,9 @@ def test_read_manifest_round_trip_conforms_schema(tmp_path):
 
 
 def test_missing_optional_columns_become_null_and_extra_columns_are_dropped(tmp_path):
-    path = write(tmp_path, {"clip_id": ["a", "b"], "task": ["v2s", "v2s"], "label": ["dog", "cat"],
+    path = write(tmp_path, {"clip_id": ["a", "b"], "task": ["v2s", "v2s"], "class": ["dog", "cat"],
                             "start_s": [1, 2]})  # int64 times cast to float64
-    with pytest.warns(ManifestWarning, match="label"):
+    with pytest.warns(ManifestWarning, match="class"):
         table = read_manifest(path)
     assert table.column_names == MANIFEST_SCHEMA.names
     assert table["video_path"].null_count == 2
@@ -134,6 +134,8 @@ TRIGGERS = {
     "speech_without_transcript": dict(task="visual_tts", transcript="  "),
     "video_task_without_video": dict(video_path=None, audio_path="a.wav"),
     "no_media": dict(task="tts", video_path=None, transcript="hi"),
+    "transcript_unreadable": dict(task="tts", transcript=None, audio_path="a.wav",
+                                  transcript_problem="a.txt is not valid UTF-8"),
 }
 
 
@@ -145,12 +147,24 @@ def test_every_row_problem_has_a_trigger():
 def test_row_warning_is_produced(problem):
     kw = dict(TRIGGERS[problem])
     task = kw.pop("task", "v2s")
-    if task != "v2s":
+    if task != "v2s" and "transcript_problem" not in kw:
         kw.setdefault("transcript", "hello")
     table = clips_to_table([clip("clean", "visual_tts", transcript="hi", start_s=0.0, end_s=5.0,
                                  speech_start_s=1.0, speech_end_s=4.0), clip("bad", task, **kw)])
     found = row_warnings(table)
     assert [(w.row_index, w.clip_id, w.problem) for w in found] == [(1, "bad", problem)]
+
+
+def test_splits_are_canonical_and_old_manifests_are_mapped(tmp_path):
+    with pytest.raises(ManifestError, match="split value.*'holdout'.*subset"):
+        validate_table(clips_to_table([clip("a", split="holdout")]))
+    old = write(tmp_path, {"clip_id": ["a", "b", "c", "d"], "task": ["tts"] * 4, "audio_path": ["a.wav"] * 4,
+                           "transcript": ["hi"] * 4, "split": ["train-clean-100", "dev-other", "test-clean", "test"]})
+    with pytest.warns(ManifestWarning, match="dev-other -> valid"):
+        table = read_manifest(old)  # written before the subset column: still readable, and honest
+    assert table["split"].to_pylist() == ["train", "valid", "test", "test"]
+    assert table["subset"].to_pylist() == ["train-clean-100", "dev-other", "test-clean", None]
+    assert table["words"].null_count == 4 and table["label"].null_count == 4
 
 
 def test_speech_span_without_window_is_fine():

@@ -101,11 +101,11 @@ def test_cli_help_has_examples():
 
 
 def test_cli_validate_shows_read_notes(tmp_path):
-    path = write(tmp_path, {"clip_id": ["a"], "task": ["v2s"], "video_path": ["v.mp4"], "label": ["dog"]})
+    path = write(tmp_path, {"clip_id": ["a"], "task": ["v2s"], "video_path": ["v.mp4"], "category": ["dog"]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the CLI must capture the warning, not leak it
         result = runner.invoke(manifest_app, ["validate", str(path)])
-    assert result.exit_code == 0 and "note:" in flat(result.output) and "label" in flat(result.output)
+    assert result.exit_code == 0 and "note:" in flat(result.output) and "category" in flat(result.output)
 
 
 # ------------------------------------------------------------------------------ options from the registry
@@ -156,3 +156,24 @@ def test_cli_build_pattern_is_each_formats_own_keyword(tmp_path):
     assert result.exit_code == 0, result.output
     table = read_manifest(out)
     assert table["video_path"].to_pylist() == ["videos/x.mp4"] and table["task"].to_pylist() == ["v2s"]
+
+
+def test_cli_grid_align_pattern_and_lrs2_max_seconds(tmp_path):
+    from tests.manifests.helpers import make_grid_release, make_lrs2_pretrain
+
+    root = make_grid_release(tmp_path)
+    (root / "alignments").rename(root / "al")
+    out = tmp_path / "grid.parquet"
+    result = runner.invoke(manifest_app, ["build", "grid", str(root), "--out", str(out)])
+    assert result.exit_code == 1 and "--align-pattern" in flat(result.output)
+    result = runner.invoke(manifest_app, ["build", "grid", str(root), "--out", str(out),
+                                          "--align-pattern", "al/{speaker}/{utterance}.align"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)["transcript"].to_pylist() == ["bin blue at"] * 3
+    listing, media = make_lrs2_pretrain(tmp_path)
+    result = runner.invoke(manifest_app, ["build", "lrs2", str(listing), "--media-root", str(media),
+                                          "--max-seconds", "15", "--out", str(tmp_path / "l.parquet")])
+    assert result.exit_code == 0 and "train pretrain 2" in flat(result.output)
+    result = runner.invoke(manifest_app, ["build", "ljspeech", str(root), "--align-pattern", "x", "--out",
+                                          str(tmp_path / "x.parquet")])
+    assert result.exit_code == 2 and "--align-pattern not used by format 'ljspeech'" in flat(result.output)

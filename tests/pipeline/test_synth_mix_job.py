@@ -204,3 +204,31 @@ def test_the_trainer_loader_reads_mixtures_with_the_same_contract_checks(extract
     with pytest.raises(ContractError, match=r"sample 'mix_s0_\d+' does not honour dataset.json: .*(mel|video): "):
         next(TrainLoader(data, SamplePrep(contract=data.contract, audio_mean=-6.0, audio_std=2.3), batch_size=4,
                          seed=0, num_workers=0).batches())
+
+
+def test_sound_labels_filter_and_voices_are_excluded_by_default(extracted, tmp_path):
+    import pyarrow as pa
+
+    from manifests.tasks import SOUND_SOURCE_TASKS
+    from pipeline.jobs.synth_mix import SourceFilter, label_mask, resolve_sources, source_pool
+
+    out = tmp_path / "labelled"
+    shutil.copytree(extracted[0], out)
+    index = pq.read_table(out / "index.parquet")
+    v2s = [k for k, t in zip(index["key"].to_pylist(), index["task"].to_pylist()) if t == "v2s"]
+    names = ["male speech, man speaking", "Female Singing", "dog barking", "people whispering", None]
+    labels = {k: names[i % len(names)] for i, k in enumerate(v2s)}
+    index = index.drop_columns([c for c in ("label",) if c in index.column_names])
+    pq.write_table(index.append_column("label", pa.array([labels.get(k) for k in index["key"].to_pylist()],
+                                                         pa.string())), out / "index.parquet")
+    sources = resolve_sources([out])
+
+    def pool(filt):
+        keys = source_pool(sources, SOUND_SOURCE_TASKS, filt, drop_silent=True)["key"].to_pylist()
+        return {k: labels[k] for k in keys}
+
+    default = pool(SourceFilter())
+    assert default and set(default.values()) <= {"dog barking", None}   # no voice under the mixture's speech
+    assert set(pool(SourceFilter(exclude_labels=[])).values()) > set(default.values())
+    assert set(pool(SourceFilter(labels=["dog*"])).values()) == {"dog barking"}  # unlabelled: out with an include
+    assert label_mask(["A Choir", None, "rain"], None, ["*choir*"]) == [False, True, True]

@@ -1,4 +1,5 @@
-"""The phoneme stage alone: real espeak-ng through phonemizer, the versioned vocabulary, every reject reason."""
+"""The phoneme stage alone: real espeak-ng through phonemizer, the versioned vocabularies, every reject reason.
+The phone-level sets and text normalisation have their own files (test_phone_sets.py, test_text_norm.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from stages import phonemes as phonemes_module
 from stages.phone_vocab import (
+    ESPEAK_PHONE_VERSION,
     PAD,
     PHONE_LETTERS,
     PUNCTUATION,
@@ -25,6 +27,12 @@ from stages.phonemes import PhonemeStage, clean_text, configure_espeak, split_ma
 @pytest.fixture(scope="module")
 def stage() -> PhonemeStage:
     return PhonemeStage()
+
+
+@pytest.fixture(scope="module")
+def legacy() -> PhonemeStage:
+    """The character-level ipa-v1 stage without text normalisation: what outputs made before phone sets hold."""
+    return PhonemeStage(phone_set="ipa-char", text_norm=None)
 
 
 def run(stage: PhonemeStage, *transcripts, task: str = "tts") -> list[dict]:
@@ -127,13 +135,25 @@ def test_speech_row(stage):
     (row,) = run(stage, "hello world, this is a test.")
     assert row.get("reject_reason") is None
     text = row["phonemes"]
+    assert "w ˈɜː l d ," in text and text.endswith("t ˈɛ s t .")
+    assert text.count("|") == 4  # six words; the comma separates the second and third
+    ids = row["phone_ids"]
+    assert isinstance(ids, np.ndarray) and ids.dtype == np.int16 and ids.ndim == 1
+    assert len(ids) == len(text.split()) - 4 and 0 not in ids  # no id for "|" without word_boundary
+    assert stage.vocab.decode(ids) == text.replace(" |", "")
+    assert row["t_phonemes"] >= 0
+
+
+def test_legacy_speech_row(legacy):
+    (row,) = run(legacy, "hello world, this is a test.")
+    assert row.get("reject_reason") is None
+    text = row["phonemes"]
     assert "wˈɜːld," in text and text.endswith("tˈɛst.")
     assert text.count(" ") == 5  # six words, one boundary token between each
     ids = row["phone_ids"]
     assert isinstance(ids, np.ndarray) and ids.dtype == np.int16 and ids.ndim == 1
     assert len(ids) == len(text) and 0 not in ids
-    assert stage.vocab.decode(ids) == text
-    assert row["t_phonemes"] >= 0
+    assert legacy.vocab.decode(ids) == text
 
 
 @pytest.mark.parametrize("task", ["visual_tts", "joint"])
@@ -255,10 +275,13 @@ def test_clean_text():
     assert clean_text("cafe\u0301") == "caf\u00e9"  # NFC
 
 
-def test_decimal_points_do_not_misalign_the_batch(stage):
-    # phonemizer's own punctuation handling turns "4.6." into two lines and shifts every later row
+@pytest.mark.parametrize("name", ["stage", "legacy"])
+def test_decimal_points_do_not_misalign_the_batch(name, request):
+    # phonemizer's own punctuation handling turns "4.6." into two lines and shifts every later row; without text
+    # normalisation espeak reads the numbers, with it they reach espeak as words
+    stage = request.getfixturevalue(name)
     rows = run(stage, "Version 4.6.", "hello there", "It costs 20,000 dollars, at 10:30.", "goodbye now")
-    assert rows[0]["phonemes"].endswith(".") and "pɔɪnt" in rows[0]["phonemes"]
+    assert rows[0]["phonemes"].endswith(".") and "pɔɪnt" in rows[0]["phonemes"].replace(" ", "").replace("ˈ", "")
     assert rows[1]["phonemes"] == ipa(stage, "hello there")
     assert rows[2]["phonemes"].count(",") == 1 and rows[2]["phonemes"].endswith(".")
     assert rows[3]["phonemes"] == ipa(stage, "goodbye now")
@@ -281,7 +304,7 @@ def test_non_ascii_and_normalisation(stage):
 def test_numbers_and_currency_are_spelled_out(stage):
     paid = ipa(stage, "I paid $5")
     assert ipa(stage, "five") in paid and ipa(stage, "dollar") in paid
-    assert ipa(stage, "twenty four") in ipa(stage, "in 2024")
+    assert ipa(stage, "twenty-four") in ipa(stage, "in 2024")
 
 
 def test_emoji_are_not_spoken(stage):
@@ -292,7 +315,8 @@ def test_vocab_dict(stage):
     d = stage.vocab_dict()
     json.dumps(d)
     assert PhoneVocab.from_dict(d["vocab"]) == stage.vocab
-    assert d["vocab"]["version"] == VOCAB_VERSION
+    assert d["vocab"]["version"] == ESPEAK_PHONE_VERSION and d["phone_set"] == "espeak-phone"
+    assert d["text_norm"]["version"] == "en-v1" and d["word_boundary_token"] is False
     assert d["language"] == "en-us" and d["with_stress"] is True
     assert d["espeak_version"].startswith("1.") and d["phonemizer_version"]
 
@@ -335,3 +359,10 @@ def test_varied_sentences_need_no_unknown_symbol(stage):
         assert ids.dtype == np.int16 and len(ids) > 0 and ids.min() > 0 and ids.max() < len(stage.vocab)
         used.update(r["phonemes"])
     assert len(used & PHONE_LETTERS) >= 35  # the sentences really exercise the phone set
+
+
+def test_reject_unreadable_transcript(stage):
+    (row,) = stage([{"clip_id": "u", "task": "tts", "transcript": None,
+                     "transcript_problem": "1688.normalized.txt is not valid UTF-8 (byte 3: invalid start byte)"}])
+    assert (row["reject_stage"], row["reject_reason"]) == ("phonemes", "unreadable_transcript")
+    assert "not valid UTF-8" in row["reject_detail"]

@@ -37,8 +37,8 @@ def test_read_table_errors(tmp_path):
     path = touch(tmp_path / "c.csv", "id,task\na,v2s\n")
     with pytest.raises(ManifestError, match="no column.*nope"):
         read_table(path, mapping={"clip_id": "nope"})
-    with pytest.raises(ManifestError, match="mapping names column.*label"):
-        read_table(path, mapping={"label": "id"})
+    with pytest.raises(ManifestError, match="mapping names column.*category"):
+        read_table(path, mapping={"category": "id"})
     with pytest.raises(ManifestError, match="no clip_id column"):
         read_table(path)
     with pytest.raises(ManifestError, match="cannot be read as double"):
