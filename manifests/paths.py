@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from manifests.media_sniff import NotMedia, sniff_container
 from manifests.validate import MEDIA_COLUMNS
 
 
@@ -49,14 +50,17 @@ class PathProblem(NamedTuple):
     row_index: int
     clip_id: str
     column: str  # video_path or audio_path
-    problem: str  # "invalid", "escapes_root" or "missing"
+    problem: str  # "invalid", "escapes_root", "missing" or "not_media"
     detail: str
 
 
 def check_media_paths(table: pa.Table, root: str | Path) -> list[PathProblem]:
-    """Every non-null media path of a manifest that is invalid, escapes `root`, or names no existing file.
+    """Every non-null media path of a manifest that is invalid, escapes `root`, names no existing file, or names a
+    file that is not self-contained media (a playlist or concat list that would read other files, or unknown
+    bytes: `manifests.media_sniff`, the check every decode makes first).
 
-    This touches the file system once per path (a stat), so it takes a while on large manifests on network storage.
+    This touches the file system once per path (a stat and a read of its first bytes), so it takes a while on large
+    manifests on network storage.
     """
     problems: list[PathProblem] = []
     ids = table["clip_id"].to_pylist()
@@ -74,5 +78,13 @@ def check_media_paths(table: pa.Table, root: str | Path) -> list[PathProblem]:
                 continue
             if not resolved.is_file():
                 problems.append(PathProblem(row, ids[row], column, "missing", f"no file at {resolved}"))
+                continue
+            try:
+                if resolved.stat().st_size:  # an empty file is decode's `empty_file`
+                    sniff_container(resolved)
+            except NotMedia as e:
+                problems.append(PathProblem(row, ids[row], column, "not_media", str(e)))
+            except OSError as e:
+                problems.append(PathProblem(row, ids[row], column, "not_media", f"unreadable_media: {e}"))
     problems.sort(key=lambda p: (p.row_index, p.column))
     return problems

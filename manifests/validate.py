@@ -12,9 +12,10 @@ All checks are vectorised with pyarrow.compute so that manifests of millions of 
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +63,35 @@ ROW_PROBLEMS = {
     "no_media": "neither video_path nor audio_path is set",
     "transcript_unreadable": "the corpus has a transcript for the clip that could not be read (transcript_problem)",
 }
+
+
+# The row problems about times: decode rejects a row that has one (reason = the problem's name) before it opens
+# any media, so a negative or inverted window is never decoded from somewhere else in the file.
+TIME_PROBLEMS = ("non_finite_time", "negative_time", "start_not_before_end", "speech_span_incomplete",
+                 "speech_start_not_before_end", "speech_span_outside_window")
+
+
+def time_problem(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    """The first of TIME_PROBLEMS that one row (a dict of manifest columns) has, as (problem, detail), or None.
+
+    The same rules as `row_warnings`, for one row: decode applies them before opening the row's media.
+    """
+    t = {name: row.get(name) for name in TIME_COLUMNS}
+    shown = ", ".join(f"{k}={v}" for k, v in t.items() if v is not None)
+    start, end, s0, s1 = (t[name] for name in TIME_COLUMNS)
+    checks = (
+        ("non_finite_time", any(v is not None and not math.isfinite(v) for v in t.values())),
+        ("negative_time", any(v is not None and v < 0 for v in t.values())),
+        ("start_not_before_end", start is not None and end is not None and start >= end),
+        ("speech_span_incomplete", (s0 is None) != (s1 is None)),
+        ("speech_start_not_before_end", s0 is not None and s1 is not None and s0 >= s1),
+        ("speech_span_outside_window", (s0 is not None and start is not None and s0 < start)
+         or (end is not None and any(v is not None and v > end for v in (s0, s1)))),
+    )
+    for problem, found in checks:
+        if found:
+            return problem, f"{ROW_PROBLEMS[problem]} ({shown})"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- reading

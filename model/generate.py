@@ -116,7 +116,8 @@ def extract_conditions(contract: FeatureContract, video_path: Optional[str | Pat
     phone_ids int16 [N] (None without a transcript), speech_span_s, duration_s, task; plus warnings."""
     import soundfile as sf
 
-    from stages.decode import DecodeConfig, DecodeStage
+    from stages.base import Reject
+    from stages.decode import DecodeConfig, DecodeStage, check_media_file
     from stages.phonemes import PhonemeStage
     from stages.visual import VisualEncoderStage
 
@@ -136,6 +137,10 @@ def extract_conditions(contract: FeatureContract, video_path: Optional[str | Pat
         video_path = Path(video_path).resolve()
         if not video_path.is_file():
             raise GenerateError(f"video {video_path} not found")
+        try:  # the check every decode makes: only a self-contained media file, never a playlist of other files
+            check_media_file(video_path)
+        except Reject as e:
+            raise GenerateError(f"video {video_path} refused: {e}") from None
         visual_model = Path(visual_model or encoder["model_dir"])
         check_visual_encoder(contract, visual_model)
     phonemes = None

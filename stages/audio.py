@@ -146,6 +146,7 @@ class LoudnessConfig:
     target_lufs: Lufs = -23.0
     peak_dbfs: Decibels = -1.0  # sample peak ceiling after normalisation
     silence_lufs: Lufs = -70.0  # integrated loudness below this is silence (BS.1770's absolute gate)
+    remove_dc: bool = True  # subtract the mean first, as the reference (AudioLDM's wave reader) does
 
     def __post_init__(self) -> None:
         if self.peak_dbfs > 0:
@@ -199,15 +200,24 @@ def peak_dbfs(wave: np.ndarray) -> Decibels:
     return 20.0 * math.log10(peak) if peak > 0 else -math.inf
 
 
+def remove_dc(wave: np.ndarray) -> np.ndarray:
+    """`[N]` minus its mean (computed in float64), as float32."""
+    wave64 = np.asarray(wave, dtype=np.float64)
+    return (wave64 - wave64.mean()).astype(np.float32)
+
+
 def normalize_loudness(
     wave: np.ndarray, sample_rate: int, cfg: LoudnessConfig = LoudnessConfig()
 ) -> tuple[np.ndarray, LoudnessInfo]:
     """Gain `wave` to `cfg.target_lufs`, lowering the gain if needed so the sample peak stays at `cfg.peak_dbfs`.
 
-    Silent input (below `cfg.silence_lufs`) comes back unchanged with `silent=True`: no gain is invented for it.
-    Returns the float32 wave `[N]` and what was done.
+    With `cfg.remove_dc` the mean (a DC offset, which is no sound but takes headroom from the peak limit) is
+    subtracted first. Silent input (below `cfg.silence_lufs`) comes back without further change with `silent=True`:
+    no gain is invented for it. Returns the float32 wave `[N]` and what was done.
     """
     wave = np.asarray(wave, dtype=np.float32)
+    if cfg.remove_dc and wave.size:
+        wave = remove_dc(wave)
     measured = measure_loudness(wave, sample_rate)
     peak_before = peak_dbfs(wave)
     if measured < cfg.silence_lufs:

@@ -3,6 +3,15 @@
 The clip is the common span of its video and audio (inside the optional trim window), cut to
 `max_seconds`. Frame i of the output is the frame on screen at time start + i/fps, found from the
 container's presentation timestamps, so variable frame rate works. decord applies rotation metadata.
+
+Before any decoder opens a file, its first bytes must name a self-contained container
+(`manifests.media_sniff`): a playlist or concat list would make FFmpeg read other files. Only the window
+that will be kept is read from audio files (`stages.media_read`), so memory is bounded by `max_seconds`.
+
+What only the media can reveal is checked here (the manifest's own time rules are `manifests.validate`'s):
+a trim window past the end of the media, a speech span outside the decoded clip, and a stream that stops
+well short of the length its container states (kept and flagged `truncated`, or rejected below
+`min_decoded_share`).
 """
 
 from __future__ import annotations
@@ -14,10 +23,13 @@ from typing import Optional
 
 import numpy as np
 
+from manifests.media_sniff import NotMedia, sniff_container
 from manifests.paths import PathEscapesRoot, resolve_under_root
-from manifests.tasks import VIDEO_TASKS
+from manifests.tasks import SPEECH_TASKS, VIDEO_TASKS
+from manifests.validate import time_problem
 from stages.base import Reject, Row, Stage
 from stages.format import rates
+from stages.media_read import AudioSource, ContainerAudio, VideoSource, open_audio_file, open_video
 
 Seconds = float
 
@@ -30,6 +42,8 @@ class DecodeConfig:
     max_seconds: Seconds = 10.0    # longer clips are cut
     min_seconds: Seconds = 0.1     # shorter clips are rejected
     max_source_seconds: Seconds = 3 * 3600.0  # refuse to decode absurdly long sources (memory guard)
+    min_decoded_share: float = 0.9  # a clip decoded to less of the length its headers state is `truncated_media`
+    time_slack_s: Seconds = 0.1    # allowed gap between manifest times or stated lengths and the media (1 frame)
 
     def __post_init__(self) -> None:
         if not (self.fps > 0 and self.sample_rate > 0 and self.image_size > 0):
@@ -43,32 +57,24 @@ class DecodeConfig:
         return asdict(self)
 
 
-def _check_file(path: Path) -> None:
+def check_media_file(path: Path) -> str:
+    """Reject a missing, empty or non-media file (a playlist, a concat list, unknown bytes); the container name."""
     if not path.is_file():
         raise Reject("missing_file", str(path))
     if path.stat().st_size == 0:
         raise Reject("empty_file", str(path))
+    try:
+        return sniff_container(path)
+    except NotMedia as e:
+        raise Reject(e.reason, e.detail) from None
+    except OSError as e:
+        raise Reject("unreadable_media", f"{path.name}: {e}") from None
 
 
 def frame_indices_at(times_s: np.ndarray, frame_starts_s: np.ndarray) -> np.ndarray:
     """Index of the frame on screen at each time: the last frame whose presentation starts at or before it."""
     idx = np.searchsorted(frame_starts_s, times_s + 1e-6, side="right") - 1
     return np.clip(idx, 0, len(frame_starts_s) - 1)
-
-
-def downmix(wave_cn: np.ndarray) -> np.ndarray:
-    """[C, N] -> [N] by the mean of channels (any channel count)."""
-    return wave_cn.mean(axis=0).astype(np.float32, copy=False)
-
-
-def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    if from_rate == to_rate:
-        return wave.astype(np.float32, copy=False)
-    import torch
-    import torchaudio.functional as AF
-
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), from_rate, to_rate)
-    return out.numpy()
 
 
 class DecodeStage(Stage):
@@ -91,7 +97,7 @@ class DecodeStage(Stage):
         except ValueError as e:
             raise Reject("bad_path", str(e)) from None
 
-    def process(self, row: Row) -> None:
+    def _open(self, row: Row) -> tuple[Optional[VideoSource], AudioSource]:
         cfg = self.config
         wants_video = row["task"] in VIDEO_TASKS
         video_path = self._resolve(row.get("video_path"))
@@ -102,104 +108,85 @@ class DecodeStage(Stage):
             raise Reject("no_audio", "row has neither audio_path nor video_path")
         for p in (video_path, audio_path):
             if p is not None:
-                _check_file(p)
-
-        reader = frame_starts = None
-        video_duration = None
+                check_media_file(p)
+        video = None
         if wants_video:
-            reader, frame_starts, video_duration = self._open_video(video_path)
+            video = open_video(video_path, image_size=cfg.image_size, max_source_seconds=cfg.max_source_seconds)
         if audio_path is not None:
-            wave, source_rate, channels = self._read_audio_file(audio_path)
+            audio = open_audio_file(audio_path, sample_rate=cfg.sample_rate,
+                                    max_source_seconds=cfg.max_source_seconds)
         else:
-            wave, source_rate, channels = self._read_container_audio(video_path)
+            audio = ContainerAudio(video_path, cfg.sample_rate)
+        return video, audio
+
+    def process(self, row: Row) -> None:
+        cfg = self.config
+        problem = time_problem(row)
+        if problem is not None:
+            raise Reject(*problem)
+        video, audio = self._open(row)
+        rate = cfg.sample_rate
+        start = float(row.get("start_s") or 0.0)
+        stated_audio = audio.stated_samples / rate
+        media_end = min(stated_audio, video.duration_s if video is not None else math.inf)
+        end = media_end if row.get("end_s") is None else float(row["end_s"])
+        if start >= media_end or end > media_end + cfg.time_slack_s:
+            raise Reject("window_past_end", f"trim window [{start}, {row.get('end_s')}] s is not inside the media "
+                         f"(audio {stated_audio:.3f} s, video {video.duration_s if video else None} s)")
+        end = min(end, media_end)
+        wanted = rates.frames_in(min(end - start, cfg.max_seconds), rate)
+        first = int(round(start * rate))
+        wave = audio.read(first, wanted)
         if not np.isfinite(wave).all():
             raise Reject("bad_samples", f"{int((~np.isfinite(wave)).sum())} NaN/Inf samples")
-        audio_duration = len(wave) / cfg.sample_rate
-
-        start = float(row.get("start_s") or 0.0)
-        end = min(audio_duration, video_duration if video_duration is not None else math.inf)
-        if row.get("end_s") is not None:
-            end = min(end, float(row["end_s"]))
-        duration = end - start
-        cut = duration > cfg.max_seconds
-        duration = min(duration, cfg.max_seconds)
-        if duration < cfg.min_seconds:
-            raise Reject("too_short", f"usable span {max(duration, 0.0):.3f}s < {cfg.min_seconds}s "
-                         f"(audio {audio_duration:.3f}s, video {video_duration}s, start {start}s)")
-
-        n_samples = rates.frames_in(duration, cfg.sample_rate)
-        first = int(round(start * cfg.sample_rate))
-        row["audio"] = np.ascontiguousarray(wave[first:first + n_samples], dtype=np.float32)
-        if reader is not None:
-            n_frames = rates.frames_in(duration, cfg.fps)
-            times = start + np.arange(n_frames) / cfg.fps
-            indices = frame_indices_at(times, frame_starts)
-            try:
-                row["frames"] = reader.get_batch(indices.tolist()).asnumpy()  # [T_v, S, S, 3] uint8
-            except Exception as e:  # noqa: BLE001 - a container that opens but fails mid-stream is truncated
-                raise Reject("unreadable_media", f"frames: {type(e).__name__}: {e}") from None
+        truncated = self._check_decoded(len(wave), wanted)
+        if len(wave) < wanted:  # the audio ended before its stated length (within slack, or flagged truncated)
+            end = start + len(wave) / rate
+        cut = end - start > cfg.max_seconds
+        span = min(end - start, cfg.max_seconds)
+        n_samples = rates.frames_in(span, rate)
+        if span < cfg.min_seconds:
+            raise Reject("too_short", f"usable span {max(span, 0.0):.3f}s < {cfg.min_seconds}s "
+                         f"(audio {stated_audio:.3f}s, video {video.duration_s if video else None}s, start {start}s)")
+        self._check_speech_span(row, end, start + span)
+        row["audio"] = np.ascontiguousarray(wave[:n_samples], dtype=np.float32)
+        if video is not None:
+            times = start + np.arange(rates.frames_in(span, cfg.fps)) / cfg.fps
+            row["frames"] = video.frames(frame_indices_at(times, video.frame_starts_s))  # [T_v, S, S, 3] uint8
         else:
             row["frames"] = None
         row.update(
-            duration_s=n_samples / cfg.sample_rate,
-            audio_duration_s=audio_duration,
-            video_duration_s=video_duration,
-            source_sample_rate=source_rate,
-            source_channels=channels,
+            duration_s=n_samples / rate,
+            audio_duration_s=(first + len(wave) if truncated else audio.known_samples) / rate,
+            video_duration_s=video.duration_s if video is not None else None,
+            source_sample_rate=audio.source_rate,
+            source_channels=audio.source_channels,
             cut=bool(cut),
+            truncated=truncated,
         )
 
-    def _open_video(self, path: Path):
-        import decord
-
+    def _check_decoded(self, got: int, wanted: int) -> bool:
+        """True when decoding stopped short of the stated length (flag); a Reject below min_decoded_share."""
         cfg = self.config
-        try:
-            # num_threads=1: decord's threaded decoder fails on VP9 ("Error sending packet", EAGAIN).
-            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=cfg.image_size, height=cfg.image_size,
-                                        num_threads=1)
-            n = len(reader)
-            stamps = reader.get_frame_timestamp(np.arange(n)) if n else np.zeros((0, 2))
-        except Exception as e:  # noqa: BLE001 - decord raises plain errors for corrupt containers
-            raise Reject("unreadable_media", f"video: {type(e).__name__}: {str(e)[:300]}") from None
-        if n == 0:
-            raise Reject("unreadable_media", "video stream has no decodable frames")
-        if n == 1:
-            raise Reject("single_frame_video", str(path))
-        duration = float(stamps[-1, 1])
-        if duration > cfg.max_source_seconds:
-            raise Reject("source_too_long", f"{duration:.0f}s > {cfg.max_source_seconds:.0f}s")
-        return reader, stamps[:, 0].astype(np.float64), duration
+        if wanted - got <= cfg.time_slack_s * cfg.sample_rate:
+            return False
+        share = got / wanted
+        if share < cfg.min_decoded_share:
+            raise Reject("truncated_media", f"decoding stopped after {got / cfg.sample_rate:.3f} s of the "
+                         f"{wanted / cfg.sample_rate:.3f} s its headers state (share {share:.2f} < "
+                         f"{cfg.min_decoded_share}): a corrupt or cut file")
+        return True
 
-    def _read_container_audio(self, path: Path):
-        """FFmpeg (inside decord) resamples and downmixes. Only its mono path is used: decord 0.6's
-        multichannel resampling returns garbage samples (seen as ~1e38 values on 48 kHz stereo Opus)."""
-        import decord
-
-        try:
-            reader = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=self.config.sample_rate, mono=True)
-            wave = reader[:].asnumpy()[0]  # [N] at the target rate
-        except Exception as e:  # noqa: BLE001
-            message = str(e)
-            if "audio stream" in message.lower() or "no audio" in message.lower():
-                raise Reject("no_audio", f"{path.name} has no audio track and the row has no audio_path") from None
-            raise Reject("unreadable_media", f"audio: {type(e).__name__}: {message[:300]}") from None
-        if wave.size == 0:
-            raise Reject("no_audio", f"{path.name} has an empty audio track")
-        return wave.astype(np.float32, copy=False), None, None
-
-    def _read_audio_file(self, path: Path):
-        import soundfile as sf
-
-        cfg = self.config
-        try:
-            info = sf.info(str(path))
-            if info.duration > cfg.max_source_seconds:
-                raise Reject("source_too_long", f"{info.duration:.0f}s > {cfg.max_source_seconds:.0f}s")
-            wave_nc, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [N, C]
-        except Reject:
-            raise
-        except Exception:  # noqa: BLE001 - formats libsndfile lacks (m4a, ...) go through FFmpeg
-            return self._read_container_audio(path)
-        if wave_nc.shape[0] == 0:
-            raise Reject("too_short", "audio file has no samples")
-        return resample(downmix(wave_nc.T), rate, cfg.sample_rate), int(rate), int(wave_nc.shape[1])
+    def _check_speech_span(self, row: Row, clip_end: Seconds, kept_end: Seconds) -> None:
+        """A speech task's span (media time) must end inside the decoded clip and start before the kept clip
+        (cut to max_seconds) ends: a span outside it would be stretched over audio that holds no speech."""
+        span_start, span_end = row.get("speech_start_s"), row.get("speech_end_s")
+        if row["task"] not in SPEECH_TASKS or span_end is None:
+            return
+        span = f"speech span [{span_start}, {span_end}] s"
+        if float(span_end) > clip_end + self.config.time_slack_s:
+            raise Reject("speech_span_outside_clip", f"{span} ends after the decoded clip, which ends at "
+                         f"{clip_end:.3f} s")
+        if span_start is not None and float(span_start) >= kept_end:
+            raise Reject("speech_span_outside_clip", f"{span} starts after the clip is cut at {kept_end:.3f} s "
+                         f"(max_seconds {self.config.max_seconds})")

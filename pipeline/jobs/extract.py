@@ -116,6 +116,7 @@ def extract_sample(row: Row):
         "has_video": row.get("video") is not None,
         "duration_s": row["duration_s"], "audio_duration_s": row.get("audio_duration_s"),
         "video_duration_s": row.get("video_duration_s"), "cut": bool(row.get("cut")),
+        "truncated": bool(row.get("truncated")),
         "source": {"video_path": row.get("video_path"), "audio_path": row.get("audio_path"),
                    "start_s": row.get("start_s"), "end_s": row.get("end_s"),
                    "sample_rate": row.get("source_sample_rate"), "channels": row.get("source_channels")},

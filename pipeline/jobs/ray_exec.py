@@ -8,13 +8,18 @@ in another), and bytes cost one copy, nothing next to decoding or encoding a cli
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import math
 import os
+import tempfile
+from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from manifests.atomic import atomic_write_text
 from stages.base import Row, Stage
 from stages.format.shard_io import load_npy, npy_bytes
 
@@ -74,7 +79,11 @@ class StageActor:
         return run_stages(batch, stages=self.stages, drop=self.drop)
 
 def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, quiet: bool = True) -> str:
-    """Start or join Ray once per process; returns a short description of where we run."""
+    """Start or join Ray once per process; returns a short description of where we run.
+
+    An embedded Ray (no address) listens on 127.0.0.1 only, and first ends what a killed earlier embedded run
+    left behind (`end_orphaned_embedded_ray`).
+    """
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -84,16 +93,89 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, q
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=not quiet)
         where = f"ray cluster at {address}"
     else:
-        # An embedded instance stays on loopback (Ray otherwise picks the machine's other address).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        end_orphaned_embedded_ray()
+        _keep_on_loopback()
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  logging_level=logging.WARNING, log_to_driver=not quiet, configure_logging=True)
+        _record_embedded_ray()
         where = f"embedded ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False       # the driver shows one progress bar of its own
     context.print_on_execution_start = False
     context.verbose_progress = False
     return where
+
+
+def _keep_on_loopback() -> None:
+    """Every socket of the embedded Ray (GCS, raylet, workers, agents) on 127.0.0.1.
+
+    Ray replaces a loopback node address with the machine's own (and then listens on every interface) unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0. It reads that variable once, when ray is first imported, which may be
+    before this call: so both the variable (for the processes Ray starts) and the constant it was read into are set.
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Processes a killed driver leaves behind
+#
+# A driver killed with SIGKILL takes its GCS and raylet with it, but Ray's dashboard and runtime-env agents outlive
+# it (re-parented to init, holding ports and memory). Each embedded start records its processes (pid and start
+# time) in a file named after the driver; the next start ends, by pid, the recorded processes of drivers that are
+# gone, and nothing else: a live driver's Ray is never touched, nor any process not recorded.
+
+EMBEDDED_RECORDS = Path(tempfile.gettempdir()) / "vssflow-embedded-ray"
+
+
+def _same_process(pid: int, create_time: float):
+    """The psutil.Process with this pid and start time, or None (ended, or the pid reused)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return process if abs(process.create_time() - create_time) < 1e-3 else None
+    except psutil.Error:
+        return None
+
+
+def _record_embedded_ray() -> None:
+    import psutil
+
+    me = psutil.Process()
+    processes = [{"pid": p.pid, "create_time": p.create_time()} for p in me.children(recursive=True)]
+    record = EMBEDDED_RECORDS / f"{me.pid}.json"
+    EMBEDDED_RECORDS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps({"driver": {"pid": me.pid, "create_time": me.create_time()},
+                                          "processes": processes}))
+    atexit.register(record.unlink, missing_ok=True)
+
+
+def end_orphaned_embedded_ray() -> list[int]:
+    """End the recorded Ray processes of embedded runs whose driver is gone; returns the pids ended."""
+    import psutil
+
+    ended = []
+    for record in sorted(EMBEDDED_RECORDS.glob("*.json")) if EMBEDDED_RECORDS.is_dir() else []:
+        try:
+            doc = json.loads(record.read_text())
+            driver = doc["driver"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if _same_process(driver["pid"], driver["create_time"]) is not None:
+            continue  # a running job's Ray
+        for entry in doc.get("processes", []):
+            process = _same_process(entry["pid"], entry["create_time"])
+            if process is not None:
+                try:
+                    process.kill()
+                    ended.append(process.pid)
+                except psutil.Error:
+                    pass  # ended meanwhile, or another user's
+        record.unlink(missing_ok=True)
+    return ended
 
 
 def cluster_gpus() -> int:

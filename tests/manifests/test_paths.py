@@ -54,3 +54,20 @@ def test_check_media_paths(tmp_path):
     problems = [(p.clip_id, p.column, p.problem) for p in check_media_paths(table, tmp_path)]
     assert problems == [("gone", "video_path", "missing"), ("out", "video_path", "escapes_root"),
                         ("nul", "video_path", "invalid")]
+
+
+def test_strict_check_flags_files_that_are_not_self_contained_media(tmp_path):
+    """A playlist or concat list under the root, named like media, is flagged (issue 15, 1): `manifest validate
+    --strict` says so before any job would have decoded it."""
+    (tmp_path / "outside.wav").write_bytes(b"RIFF")
+    root = tmp_path / "data"
+    touch(root / "hls.mp4", f"#EXTM3U\n#EXTINF:2.0,\nfile://{tmp_path / 'outside.wav'}\n")
+    touch(root / "list.wav", "ffconcat version 1.0\nfile '../outside.wav'\n")
+    touch(root / "text.mp4", "not media\n")
+    (root / "real.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32))
+    table = clips_to_table([clip("hls", video_path="hls.mp4"), clip("list", "tts", video_path=None,
+                                                                    audio_path="list.wav", transcript="hi"),
+                            clip("text", video_path="text.mp4"), clip("real", video_path="real.wav")])
+    problems = {p.clip_id: (p.problem, p.detail.split(":")[0]) for p in check_media_paths(table, root)}
+    assert problems == {"hls": ("not_media", "indirect_media"), "list": ("not_media", "indirect_media"),
+                        "text": ("not_media", "unreadable_media")}

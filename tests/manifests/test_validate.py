@@ -8,10 +8,12 @@ import pytest
 from manifests.schema import MANIFEST_SCHEMA, clips_to_table, write_manifest
 from manifests.validate import (
     ROW_PROBLEMS,
+    TIME_PROBLEMS,
     ManifestError,
     ManifestWarning,
     read_manifest,
     row_warnings,
+    time_problem,
     validate_table,
 )
 from tests.manifests.helpers import clip, touch, write
@@ -165,6 +167,16 @@ def test_splits_are_canonical_and_old_manifests_are_mapped(tmp_path):
     assert table["split"].to_pylist() == ["train", "valid", "test", "test"]
     assert table["subset"].to_pylist() == ["train-clean-100", "dev-other", "test-clean", None]
     assert table["words"].null_count == 4 and table["label"].null_count == 4
+
+
+@pytest.mark.parametrize("problem", sorted(TIME_PROBLEMS))
+def test_time_problem_of_one_row_agrees_with_row_warnings(problem):
+    """Decode rejects a row with the problem its row warning names (issue 15, 5): one set of rules, two forms."""
+    row = {"task": "v2s", "video_path": "v.mp4", **TRIGGERS[problem]}
+    assert time_problem(row)[0] == problem
+    clean = {"task": "v2s", "start_s": 0.0, "end_s": 5.0, "speech_start_s": 1.0, "speech_end_s": 4.0}
+    assert time_problem(clean) is None
+    assert time_problem({"task": "v2s", "start_s": -2.0, "end_s": -1.0})[0] == "negative_time"
 
 
 def test_speech_span_without_window_is_fine():

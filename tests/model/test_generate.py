@@ -118,6 +118,15 @@ def test_encoder_vocabulary_or_vocoder_that_do_not_fit_are_refused(trained, medi
         generate(trained, None, transcript="Hello.", duration=1.0, steps=1, vocoder_dir=tmp_path / "nowhere")
 
 
+def test_a_playlist_as_input_video_is_refused_before_decoding(trained, media, tmp_path):
+    """generate's input video gets decode's check (issue 15, 1): an .mp4 that is an HLS playlist of a real clip
+    outside its folder is refused, not followed."""
+    playlist = tmp_path / "clip.mp4"
+    playlist.write_text(f"#EXTM3U\n#EXTINF:2.0,\n{media['v2s_bluetriangle_mp4_000']}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(GenerateError, match="indirect_media"):
+        generate(trained, playlist, steps=1)
+
+
 def test_sampling_is_seeded(trained):
     model, _ = load_model(trained)
     batch = collate([{"audio": np.zeros((12, 256)), "task": "v2s", "video": np.ones((5, model.cfg.video_dim))}])

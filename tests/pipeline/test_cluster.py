@@ -70,6 +70,16 @@ def test_cluster_yaml_has_what_the_launcher_needs(cluster_yaml):
     assert not {".venv", ".git"} - set(c["rsync_exclude"])
 
 
+def test_cluster_yaml_keeps_the_dashboard_on_the_heads_loopback_with_token_auth(cluster_yaml):
+    """Issue 15, 3: the dashboard and job server are reached through `ray dashboard` (an SSH tunnel), never on
+    every interface, and every node starts Ray with token authentication."""
+    starts = [cmd for cmd in cluster_yaml["head_start_ray_commands"] + cluster_yaml["worker_start_ray_commands"]
+              if "ray start" in cmd]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in cmd for cmd in starts)
+    head = next(cmd for cmd in starts if "--head" in cmd)
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in " ".join(starts)
+
+
 def test_cluster_yaml_passes_rays_own_schema_and_preparation(cluster_yaml):
     """Ray validates a config with its ray-schema.json (jsonschema) and fills in provider defaults in `ray up`."""
     import jsonschema

@@ -171,9 +171,22 @@ def test_loud_square_wave_is_peak_limited_at_a_hot_target():
 
 def test_silent_wave_is_returned_unchanged():
     quiet = np.full(SR, 1e-9, np.float32)
-    out, info = normalize_loudness(quiet, SR, LoudnessConfig())
+    out, info = normalize_loudness(quiet, SR, LoudnessConfig(remove_dc=False))
     assert info.silent and info.gain_db == 0.0 and not info.peak_limited
     np.testing.assert_array_equal(out, quiet)
+
+
+def test_dc_offset_is_removed_before_loudness():
+    """A tone riding on a DC offset of 0.9 (issue 15, 9b) is stored without the offset: the offset is no sound,
+    and left in it would set the peak limit. A pure offset is silence and is stored as zeros."""
+    offset = tone(440, 2.0, amplitude=0.05) + np.float32(0.9)
+    out, info = normalize_loudness(offset, SR, LoudnessConfig())
+    assert abs(float(out.mean())) < 1e-4 and not info.silent and not info.peak_limited
+    assert measure_loudness(out, SR) == pytest.approx(-23.0, abs=0.1)
+    stage_row = AudioFeatureStage()([{"clip_id": "dc", "task": "v2s", "audio": np.full(SR, 0.9, np.float32)}])[0]
+    assert stage_row["silent"] and not np.any(stage_row["audio"])
+    kept, _ = normalize_loudness(offset, SR, LoudnessConfig(remove_dc=False))
+    assert float(kept.mean()) > 0.1  # the switch is real: without it the offset stays
 
 
 # ----------------------------------------------------------------------------------------------------------------------
