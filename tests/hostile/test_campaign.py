@@ -62,10 +62,9 @@ def shard_with_a_parent_member(env) -> list[str]:
     import shutil
     import tarfile
 
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from stages.format.layout import file_checksum
+    from tests.shard_tools import rerecord_shards
 
     src = env.tmp / "src"
     shutil.copytree(env.extracted, src)
@@ -76,14 +75,7 @@ def shard_with_a_parent_member(env) -> list[str]:
         info = tarfile.TarInfo("../evil.json")
         info.size = len(payload)
         tar.addfile(info, __import__("io").BytesIO(payload))
-    shards = index["shard"].to_pylist()
-    sha = {s: file_checksum(src / s) for s in set(shards)}
-    size = {s: (src / s).stat().st_size for s in set(shards)}
-    index = index.set_column(index.schema.get_field_index("shard_sha256"), "shard_sha256",
-                             pa.array([sha[s] for s in shards]))
-    index = index.set_column(index.schema.get_field_index("shard_size"), "shard_size",
-                             pa.array([size[s] for s in shards], pa.int64()))
-    pq.write_table(index, src / "index.parquet")
+    rerecord_shards(src)
     return [str(a) for a in ["run", "pretrain", "--data", src, "--out", env.out, "--preset", "tiny", "--steps", "2",
                              "--batch-size", "2", "--loader-workers", "0"]]
 

@@ -145,6 +145,7 @@ def with_latents(out: Path, dst: Path, vae_dir: Path) -> Path:
     from stages.format.contract import write_dataset_json
     from stages.format.shard_io import AtomicShardWriter, sample_members
     from stages.latent import LatentStage, latent_contract
+    from tests.shard_tools import rerecord_shards
 
     contract, doc = read_dataset_json(out)
     stage = LatentStage(vae_dir=str(vae_dir))
@@ -155,6 +156,7 @@ def with_latents(out: Path, dst: Path, vae_dir: Path) -> Path:
             for s, row in zip(samples, rows, strict=True):
                 writer.write(sample_members(s["key"], s["meta"], dict(s["arrays"], latent=row["latent"]), s["flac"]))
     shutil.copy(out / "index.parquet", dst / "index.parquet")
+    rerecord_shards(dst)
     write_dataset_json(dst, dataclasses.replace(contract, latent=latent_contract(vae_dir)), job=doc["job"],
                        config=doc["config"])
     return dst

@@ -397,10 +397,17 @@ def test_status_of_a_first_run_still_going(tmp_path):
     from pipeline.jobs.ledger import Ledger
     from pipeline.status import output_status
 
+    from stages.format.layout import file_checksum, shard_entry
+    from stages.format.shard_io import AtomicShardWriter
+
     ledger = Ledger(tmp_path)
     ledger.extend_plan(pa.array([f"c{i}" for i in range(10)]), shard_size=4)  # 3 units
+    entry = shard_entry("extract", 0)
+    with AtomicShardWriter(tmp_path / entry):
+        pass
     ledger.record_unit(0, pa.table({"key": ["c0"]}), pa.table({"clip_id": pa.array([], pa.string())}),
-                       {"rows": 4, "bytes": 1, "clip_seconds": 1.0})
+                       {"unit": 0, "shard": entry, "shard_size": (tmp_path / entry).stat().st_size,
+                        "shard_sha256": file_checksum(tmp_path / entry), "rows": 4, "bytes": 1, "clip_seconds": 1.0})
     status = output_status(tmp_path)
     assert (status["units_done"], status["units_planned"], status["rows"]) == (1, 3, None)
     result = runner.invoke(cli, ["status", str(tmp_path)])

@@ -281,7 +281,7 @@ def test_schedule_commands(store):
     result = runner.invoke(cli, ["schedule", "add", "hourly", "--cron", "0 * * * *", *s, "extract", *ARGS])
     assert result.exit_code == 0, result.output                       # without "--" the job's options pass too
     result = runner.invoke(cli, ["schedule", "add", "typo", "--cron", "0 2 * * *", *s, "--", "extract", "--ot", "x"])
-    assert result.exit_code == 1 and "--ot" in result.output
+    assert result.exit_code == 2 and "--ot" in result.output  # a usage error
     result = runner.invoke(cli, ["schedule", "list", *s])
     assert result.exit_code == 0 and "nightly" in result.output and "hourly" in result.output
     result = runner.invoke(cli, ["schedule", "remove", "hourly", *s])

@@ -162,7 +162,7 @@ def test_the_trainer_loader_reads_mixtures_with_the_same_contract_checks(extract
     import tarfile
 
     from model.data import DataError, SamplePrep, TrainLoader, plan_finetune
-    from stages.format.layout import file_checksum
+    from tests.shard_tools import rerecord_shards
 
     out, _ = mixed
     data = plan_finetune([out], [], 1.0, val_samples=0)
@@ -191,15 +191,7 @@ def test_the_trainer_loader_reads_mixtures_with_the_same_contract_checks(extract
 
     # the same samples written with their checksums recorded (as a writer with a bug would): the contract check
     # is what stops them, naming the sample and the member that disagrees with dataset.json
-    index = pq.read_table(broken / "index.parquet")
-    sha = {f"shards/{p.name}": file_checksum(p) for p in (broken / "shards").glob("*.tar")}
-    size = {f"shards/{p.name}": p.stat().st_size for p in (broken / "shards").glob("*.tar")}
-    shards = index["shard"].to_pylist()
-    index = index.set_column(index.schema.get_field_index("shard_sha256"), "shard_sha256",
-                             pa.array([sha[s] for s in shards]))
-    index = index.set_column(index.schema.get_field_index("shard_size"), "shard_size",
-                             pa.array([size[s] for s in shards], pa.int64()))
-    pq.write_table(index, broken / "index.parquet")
+    rerecord_shards(broken)
     data = plan_finetune([broken], [], 1.0, val_samples=0)
     with pytest.raises(ContractError, match=r"sample 'mix_s0_\d+' does not honour dataset.json: .*(mel|video): "):
         next(TrainLoader(data, SamplePrep(contract=data.contract, audio_mean=-6.0, audio_std=2.3), batch_size=4,
@@ -207,7 +199,6 @@ def test_the_trainer_loader_reads_mixtures_with_the_same_contract_checks(extract
 
 
 def test_sound_labels_filter_and_voices_are_excluded_by_default(extracted, tmp_path):
-    import pyarrow as pa
 
     from manifests.tasks import SOUND_SOURCE_TASKS
     from pipeline.jobs.synth_mix import SourceFilter, label_mask, resolve_sources, source_pool
