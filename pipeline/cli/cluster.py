@@ -88,7 +88,8 @@ def submit_cmd(
             fail(f"{e}; it goes on running (pipeline jobs stop {sub.submission_id} stops it)")
         console.print(f"{sub.submission_id}: {status}")
         if status != "SUCCEEDED":
-            console.print(client.get_job_logs(sub.submission_id)[-4000:], markup=False, highlight=False)
+            console.print(client.get_job_logs(sub.submission_id)[-4000:], markup=False, highlight=False,
+                          soft_wrap=True)
             raise typer.Exit(1)
 
 

@@ -414,3 +414,49 @@ def test_status_of_a_first_run_still_going(tmp_path):
     assert result.exit_code == 0 and "1 of 3 units done" in result.output and "no report yet" in result.output
     result = runner.invoke(cli, ["status", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "holds no job output" in result.output
+
+
+# -- the cluster commands a user runs against a head ------------------------------------------------------------
+
+def test_the_scheduler_process_fires_a_due_job_that_stop_and_follow_handle(head, corpus, tiny_clip, tmp_path):
+    """The long-running `pipeline scheduler` submits a due firing; `jobs stop` stops it; `jobs logs --follow`
+    prints its log until it has ended."""
+    from pipeline.cluster.schedule import ScheduleStore
+    from pipeline.cluster.submit import utc_now
+
+    store = ScheduleStore(tmp_path / "schedules.json")
+    two_minutes_ago = utc_now() - timedelta(minutes=2)      # so the first firing is due at once
+    store.add("minutely", "* * * * *", "extract", extract_args(corpus, tiny_clip, corpus.manifest, tmp_path / "o"),
+              now=lambda: two_minutes_ago)
+    log = tmp_path / "scheduler.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    scheduler = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "scheduler", "--address", head.url,
+                                  "--store", str(store.path), "--poll-s", "1"], cwd=REPO, env=env,
+                                 stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(f.get("submission_id") for f in store.list()[0]["firings"]):
+            assert time.monotonic() < deadline and scheduler.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+    finally:
+        scheduler.terminate()
+        scheduler.wait(30)
+    (firing,) = [f for f in store.list()[0]["firings"] if f.get("submission_id")]
+    sid = firing["submission_id"]
+    assert "minutely" in log.read_text() and sid in log.read_text()
+    client = job_client(head.url)
+    result = runner.invoke(cli, ["jobs", "stop", sid, "--address", head.url])
+    assert result.exit_code == 0 and f"{sid}: stop requested" in result.output, result.output
+    result = runner.invoke(cli, ["jobs", "logs", sid, "--address", head.url, "--follow"])
+    assert result.exit_code == 0, result.output
+    assert wait_for(client, sid, timeout_s=JOB_TIMEOUT_S) == "STOPPED"
+
+
+def test_submit_wait_on_a_failing_job_exits_1_with_its_log(head, corpus, tiny_clip, tmp_path):
+    missing = tmp_path / "no-such-manifest.parquet"          # parses on the laptop, fails on the cluster
+    args = extract_args(corpus, tiny_clip, missing, tmp_path / "o")
+    result = runner.invoke(cli, ["submit", "extract", *args, "--address", head.url, "--wait",
+                                 "--tag", f"failing-{tmp_path.name}"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    assert ": FAILED" in said and "no-such-manifest.parquet does not exist" in said

@@ -310,3 +310,35 @@ def test_every_cluster_command_has_help_with_examples(command):
     result = runner.invoke(cli, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Example" in result.output
+
+
+def test_schedule_add_waits_while_a_scheduler_holds_the_store_and_loses_nothing(store):
+    """`schedule add` while a scheduler's pass holds the store's lock: it waits, then both changes are kept."""
+    import threading
+    import time
+
+    store.add("nightly", "0 2 * * *", "extract", ARGS, now=Clock(T0))
+    holding, release = threading.Event(), threading.Event()
+
+    def scheduler_pass() -> None:
+        with store.transaction() as data:            # what tick() does: read, change, write, under the lock
+            holding.set()
+            release.wait(10)
+            data["schedules"]["nightly"]["last_due"] = "2030-03-02T02:00:00+00:00"
+
+    thread = threading.Thread(target=scheduler_pass)
+    thread.start()
+    assert holding.wait(10)
+    results: list = []
+    adder = threading.Thread(target=lambda: results.append(runner.invoke(
+        cli, ["schedule", "add", "hourly", "--cron", "0 * * * *", "--store", str(store.path), "--", "extract",
+              *ARGS])))
+    adder.start()
+    time.sleep(0.5)
+    assert adder.is_alive() and not results          # blocked on the lock, not failed
+    release.set()
+    thread.join(10)
+    adder.join(30)
+    assert results and results[0].exit_code == 0, results and results[0].output
+    entries = {e["name"]: e for e in store.list()}
+    assert set(entries) == {"nightly", "hourly"} and entries["nightly"]["last_due"] == "2030-03-02T02:00:00+00:00"
