@@ -76,11 +76,32 @@ def test_many_channels_and_rates_are_normalised(corpus, decoded):
     assert 8 in {r["source_channels"] for r in files}
 
 
-def test_trim_window(corpus, decoded):
-    trimmed = [r for r in decoded.values() if r["reject_reason"] is None and r.get("end_s") is not None]
+def test_durations_are_the_ones_the_corpus_was_made_with(corpus, decoded):
+    """Each clip lasts what its media says: the common span of its audio and video, inside its trim window, cut to
+    max_seconds; within one video frame of the generator's own lengths (containers pad or trim the last frame)."""
+    cfg = DecodeConfig()
+    for clip_id in corpus.good_ids():
+        row, made = decoded[clip_id], corpus.expected[clip_id]
+        span = min(made["duration_s"], made.get("audio_duration_s") or math.inf)
+        if row.get("end_s") is not None:
+            span = min(span, row["end_s"]) - (row.get("start_s") or 0.0)
+        assert row["duration_s"] == pytest.approx(min(span, cfg.max_seconds), abs=0.04), clip_id
+
+
+def test_trim_window_starts_the_clip_at_start_s(corpus, decoded):
+    """The trimmed clip's first sample is the sample at start_s of the whole file."""
+    cfg = DecodeConfig()
+    trimmed = [r for r in decoded.values() if r["reject_reason"] is None and r.get("start_s")]
     assert trimmed
+    stage = DecodeStage(data_root=str(corpus.root))
     for row in trimmed:
-        assert row["duration_s"] <= (row["end_s"] - (row["start_s"] or 0.0)) + 1e-6
+        whole = stage([{**row, "start_s": None, "end_s": None, "reject_reason": None, "reject_stage": None,
+                        "reject_detail": None}])[0]
+        first = int(round(row["start_s"] * cfg.sample_rate))
+        n = len(row["audio"])
+        np.testing.assert_allclose(row["audio"], whole["audio"][first:first + n], atol=1e-6,
+                                   err_msg=row["clip_id"])
+        assert row["duration_s"] <= (row["end_s"] - row["start_s"]) + 1e-6
 
 
 def test_frames_follow_presentation_times():

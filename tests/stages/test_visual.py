@@ -45,12 +45,15 @@ def test_info_labels_random_test_encoder(tiny_clip):
 
 
 def test_bf16_features_match_fp32_within_tolerance(tiny_clip):
-    """bf16 autocast (used where the CPU or GPU supports it) stays close to fp32 in cosine similarity."""
+    """bf16 autocast (used where the CPU or GPU supports it) stays within the tolerance BENCHMARKS.md states:
+    cosine similarity > 0.999 and relative L2 error < 1% per frame."""
     x = frames(8, 4)
     fp32 = ClipEncoder(str(tiny_clip), precision="fp32").encode(x)
     bf16 = ClipEncoder(str(tiny_clip), precision="bf16").encode(x)
     cos = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
-    assert cos.min() > 0.99, cos
+    rel_l2 = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cos.min() > 0.999, cos
+    assert rel_l2.max() < 0.01, rel_l2
 
 
 def test_missing_or_broken_model_dirs_name_the_path(tmp_path):
