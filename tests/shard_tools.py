@@ -1,5 +1,6 @@
 """Test helpers for tests that rewrite shards on purpose (as a writer would): the index's recorded sizes and
-checksums follow, so what a test then checks is the rewritten content, not the checksum guard."""
+checksums follow, so what a test then checks is the rewritten content, not the checksum guard; and an extract
+output with VAE latents added (as --vae would have made it)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,27 @@ def rerecord_shards(folder: Path) -> None:
                                  ("shard_size", [size[s] for s in shards], pa.int64())):
         index = index.set_column(index.schema.get_field_index(column), column, pa.array(values, kind))
     pq.write_table(index, folder / "index.parquet")
+
+
+def with_latents(out: Path, dst: Path, vae_dir: Path) -> Path:
+    """A copy of an extract output with VAE latents added by the extract's own LatentStage (as --vae would)."""
+    import dataclasses
+    import shutil
+
+    from stages.format.contract import read_dataset_json, write_dataset_json
+    from stages.format.shard_io import AtomicShardWriter, iter_samples, sample_members
+    from stages.latent import LatentStage, latent_contract
+
+    contract, doc = read_dataset_json(out)
+    stage = LatentStage(vae_dir=str(vae_dir))
+    for shard in sorted((out / "shards").glob("*.tar")):
+        samples = list(iter_samples([shard]))
+        rows = stage([{"mel": s["arrays"]["mel"]} for s in samples])
+        with AtomicShardWriter(dst / "shards" / shard.name) as writer:
+            for s, row in zip(samples, rows, strict=True):
+                writer.write(sample_members(s["key"], s["meta"], dict(s["arrays"], latent=row["latent"]), s["flac"]))
+    shutil.copy(out / "index.parquet", dst / "index.parquet")
+    rerecord_shards(dst)
+    write_dataset_json(dst, dataclasses.replace(contract, latent=latent_contract(vae_dir)), job=doc["job"],
+                       config=doc["config"])
+    return dst

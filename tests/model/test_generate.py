@@ -28,6 +28,7 @@ from stages.audio import MelConfig
 from stages.format.contract import ContractError, FeatureContract, read_dataset_json
 from stages.format.shard_io import iter_samples
 from stages.model_dir import ModelDirError
+from tests.shard_tools import with_latents
 
 SR = 16000
 
@@ -135,31 +136,6 @@ def test_sampling_is_seeded(trained):
     assert a.shape == (1, 12, 256) and torch.equal(a, b) and not torch.equal(a, c)
     with pytest.raises(GenerateError, match="method"):
         sample_audio(model, cond, steps=1, method="rk4")
-
-
-def with_latents(out: Path, dst: Path, vae_dir: Path) -> Path:
-    """A copy of an extract output with VAE latents added by the extract's own LatentStage (as --vae would)."""
-    import dataclasses
-    import shutil
-
-    from stages.format.contract import write_dataset_json
-    from stages.format.shard_io import AtomicShardWriter, sample_members
-    from stages.latent import LatentStage, latent_contract
-    from tests.shard_tools import rerecord_shards
-
-    contract, doc = read_dataset_json(out)
-    stage = LatentStage(vae_dir=str(vae_dir))
-    for shard in sorted((out / "shards").glob("*.tar")):
-        samples = list(iter_samples([shard]))
-        rows = stage([{"mel": s["arrays"]["mel"]} for s in samples])
-        with AtomicShardWriter(dst / "shards" / shard.name) as writer:
-            for s, row in zip(samples, rows, strict=True):
-                writer.write(sample_members(s["key"], s["meta"], dict(s["arrays"], latent=row["latent"]), s["flac"]))
-    shutil.copy(out / "index.parquet", dst / "index.parquet")
-    rerecord_shards(dst)
-    write_dataset_json(dst, dataclasses.replace(contract, latent=latent_contract(vae_dir)), job=doc["job"],
-                       config=doc["config"])
-    return dst
 
 
 def test_latent_audio_trains_and_generates_through_the_vae(extracted, tiny_vae, tmp_path):

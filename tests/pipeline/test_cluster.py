@@ -396,7 +396,6 @@ def test_status_of_a_first_run_still_going(tmp_path):
     """Before the first report exists, progress comes from the ledger: units planned and finished."""
     from pipeline.jobs.ledger import Ledger
     from pipeline.status import output_status
-
     from stages.format.layout import file_checksum, shard_entry
     from stages.format.shard_io import AtomicShardWriter
 
