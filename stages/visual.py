@@ -146,11 +146,25 @@ def make_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0, hidden_size: in
     return out
 
 
+def encode_in_fixed_chunks(encoder, frames: np.ndarray, chunk: int) -> np.ndarray:
+    """uint8 [N, S, S, 3] -> float32 [N, D], always `chunk` frames per encoder call (the last one padded with black
+    frames). A linear-algebra library may pick its kernel by the batch's shape, so a frame's features would otherwise
+    depend on how many frames its neighbours brought; with one shape a clip's features are the same bits whichever
+    clips share its batch (extract, resume, generate)."""
+    out = []
+    for start in range(0, len(frames), chunk):
+        part = frames[start:start + chunk]
+        if len(part) < chunk:
+            part = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
+        out.append(encoder.encode(part)[:min(chunk, len(frames) - start)])
+    return np.concatenate(out)
+
+
 class VisualEncoderStage(Stage):
     """row["frames"] uint8 [T, S, S, 3] -> row["video"] float16 [T, D]; frames are dropped afterwards.
 
     Frames of all rows in the batch are encoded together in chunks of `batch_frames`, so small clips
-    still fill the encoder's batch.
+    still fill the encoder's batch; every chunk has that size (`encode_in_fixed_chunks`).
     """
 
     name = "visual"
@@ -178,8 +192,7 @@ class VisualEncoderStage(Stage):
         if not with_frames:
             return
         frames = np.concatenate([r["frames"] for r in with_frames])  # [sum T, S, S, 3]
-        feats = np.concatenate([self.encoder.encode(frames[i:i + self.batch_frames])
-                                for i in range(0, len(frames), self.batch_frames)])  # [sum T, D]
+        feats = encode_in_fixed_chunks(self.encoder, frames, self.batch_frames)  # [sum T, D]
         offset = 0
         for r in with_frames:
             n = len(r["frames"])

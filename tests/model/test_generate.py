@@ -181,3 +181,35 @@ def test_cli_generate_writes_the_wav_and_the_muxed_video(trained, media, tmp_pat
     half = CliRunner().invoke(train_app, ["generate", "--ckpt", str(trained), "--video", str(video), "--out",
                                           str(wav), "--speech-start", "0.2"], terminal_width=200)
     assert half.exit_code == 1 and "--speech-end" in half.output
+
+
+def test_conditions_equal_what_extract_stored_for_the_same_clip(trained, media, extracted):
+    """generate conditions a clip with the features extract stored for it, to the bit: the encoder sees the same
+    frames, and a clip's features do not depend on the clips that shared its encoder batch in extract."""
+    out, _ = extracted
+    contract = FeatureContract.from_dict(load_model(trained)[1]["contract"])
+    stored = {s["key"]: s for s in iter_samples(sorted((out / "shards").glob("*.tar")))}
+    for key in ("v2s_bluetriangle_mp4_000", "v2s_redcircle_rotated_000", "visual_tts_enm3_mp4_000"):
+        conds = extract_conditions(contract, media[key], duration=None)
+        video = stored[key]["arrays"]["video"]
+        assert conds["video"].dtype == video.dtype == np.float16
+        np.testing.assert_array_equal(conds["video"], video, err_msg=key)
+
+
+def test_the_muxed_video_lasts_as_long_as_the_clip(trained, media, tmp_path):
+    from model.generate import mux
+
+    video = media["v2s_bluetriangle_mp4_000"]
+    wave, _ = generate(trained, video, steps=2)
+    sf.write(tmp_path / "g.wav", wave, SR)
+    mux(video, tmp_path / "g.wav", tmp_path / "g.mp4")
+    decoded = tmp_path / "back.wav"
+    subprocess.run([_ffmpeg(), "-v", "error", "-i", str(tmp_path / "g.mp4"), "-map", "0:a:0", "-ac", "1", "-ar",
+                    str(SR), str(decoded)], check=True)
+    back, rate = sf.read(decoded)
+    assert rate == SR
+    assert abs(len(back) - len(wave)) <= 1024          # one AAC frame of encoder delay/padding at most
+    source, muxed = (subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(p)], capture_output=True, text=True).stderr
+                     for p in (video, tmp_path / "g.mp4"))
+    duration = lambda probe: probe.split("Duration: ")[1].split(",")[0]   # noqa: E731  hh:mm:ss.cc
+    assert duration(muxed) == duration(source)

@@ -49,4 +49,4 @@ def test_split_placement_gives_the_same_samples(corpus, tiny_clip, extracted, ra
         assert s["meta"] == ref["meta"] and s["flac"] == ref["flac"]
         assert np.array_equal(s["arrays"]["mel"], ref["arrays"]["mel"])
         if ref["arrays"]["video"] is not None:
-            np.testing.assert_allclose(s["arrays"]["video"], ref["arrays"]["video"], atol=2e-2)
+            assert np.array_equal(s["arrays"]["video"], ref["arrays"]["video"])   # other batches, same bits

@@ -31,7 +31,7 @@ def mounts():
     mounted: list[Path] = []
     yield mounted
     for path in mounted:
-        subprocess.run(["umount", str(path)], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(path)], capture_output=True)  # a Ray worker may still hold a file there
 
 
 def extract_args(corpus, tiny_clip, out: Path) -> list[str]:
