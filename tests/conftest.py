@@ -98,3 +98,15 @@ def extracted(corpus, tiny_clip, ray_session, tmp_path_factory):
     report = run_extract(manifest=corpus.manifest, data_root=corpus.root, out_dir=out,
                          config=extract_config(tiny_clip))
     return out, report
+
+
+@pytest.fixture(scope="session")
+def mixed(extracted, tmp_path_factory):
+    """Twelve mixtures of the extracted corpus made once by synth-mix: (output folder, report). Do not modify."""
+    from pipeline.jobs.synth_mix import SynthMixConfig, run_synth_mix
+
+    src, _ = extracted
+    out = tmp_path_factory.mktemp("mix")
+    report = run_synth_mix(speech_dirs=[src], sound_dirs=[src], out_dir=out,
+                           config=SynthMixConfig(count=12, seed=0, shard_size=SHARD_SIZE))
+    return out, report

@@ -27,13 +27,6 @@ def mix(src, out, count, **kw):
     return run_synth_mix(speech_dirs=[src], sound_dirs=[src], out_dir=out, config=config)
 
 
-@pytest.fixture(scope="module")
-def mixed(extracted, tmp_path_factory):
-    src, _ = extracted
-    out = tmp_path_factory.mktemp("mix")
-    return out, mix(src, out, 12)
-
-
 def test_mixtures_honour_the_contract_and_read_with_plain_webdataset(extracted, mixed):
     out, report = mixed
     assert report["counts"]["kept"] == 12 and report["counts"]["rejected"] == 0
