@@ -11,8 +11,9 @@ from manifests.errors import PipelineError, UsageError
 __all__ = ["PipelineError", "UsageError", "ConfigError", "OutputBusy", "ClusterError", "ScheduleError"]
 
 
-class ConfigError(PipelineError, ValueError):
-    """A job config (YAML or --set) with an unknown key, a value of the wrong type, or an impossible value."""
+class ConfigError(UsageError):
+    """A job config (YAML or --set) with an unknown key, a value of the wrong type, or an impossible value: a usage
+    error (exit code 2)."""
 
 
 class OutputBusy(PipelineError, RuntimeError):
