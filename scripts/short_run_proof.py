@@ -11,7 +11,8 @@
    work folder has them.
 2. For each variant (default: the CLI's defaults alone; --before: also the CLI defaults of the code in that folder,
    which then trains and generates, on the features this code extracted), runs `pipeline run pretrain --data X
-   --out RUN --preset tiny --steps N [flags]` as a user would (a new process; an existing RUN resumes, so delete it to start over).
+   --out RUN --preset tiny --steps N [flags]` as a user would (a new process; an existing RUN resumes, so delete it
+   to start over).
 3. For each held-out clip, `pipeline run generate --ckpt RUN/ckpt/last.pt --video CLIP --out WAV` with generate's
    defaults (the EMA weights), and again with --no-ema.
 4. Measures each wave: the pitch class (the class whose fundamental's half-octave band holds the most energy while
