@@ -1,6 +1,7 @@
 """Does a short run from the CLI learn? The table of issue 14, measured again.
 
     python scripts/short_run_proof.py                       # the CLI's defaults: pretrain --preset tiny --steps 400
+    OMP_NUM_THREADS=1 python scripts/short_run_proof.py     # on a busy shared box: contending torch threads spin
     python scripts/short_run_proof.py --steps 400 \
         --variant "paper's recipe=--lr 1e-4 --warmup-steps 2000 --ema-decay 0.999 --batch-size 36"
     git archive COMMIT | tar -x -C /tmp/before       # the code before issue 14, then:
