@@ -12,6 +12,8 @@ Measured on the generated wave (pipeline/demo/sample_corpus/onset.py):
 - onset: mean power in the 0.3 s after the onset over the 0.3 s before it (0.05 s guard each side). Held-out onsets
   lie where the training onsets' marginal is flat, so a model that ignores the picture scores about 1x; we require
   every clip above 4x (6 dB) and the median above 30x (15 dB).
+The training loss must also fall below 0.6 of its first 10-step mean (measured 0.50; this replaced the older
+250-step loss test of tests/model/test_train.py, which trained the same tiny model only to check that).
 Measured values are in BENCHMARKS.md ("A short run from the CLI"), with the old defaults for comparison.
 """
 
@@ -28,6 +30,7 @@ import pytest
 import soundfile as sf
 
 from model.checkpoint import load_checkpoint
+from model.metrics import read_metrics
 from pipeline.demo.sample_corpus.onset import make_onset_corpus, onset_energy_ratio, pitch_class
 from tests.conftest import extract_config
 
@@ -79,6 +82,10 @@ def test_a_short_cli_run_with_its_defaults_learns_what_the_picture_says(onset_da
     ckpt = load_checkpoint(run / "ckpt" / "last.pt")
     assert (ckpt["config"]["lr"], ckpt["config"]["warmup_steps"], ckpt["config"]["ema_decay"]) == (3e-3, 20, 0.99)
     assert ckpt["ema_span"]["updates"] == STEPS and ckpt["ema_span"]["initial_share"] < 1e-12
+    losses = [m["loss"] for m in read_metrics(run) if "loss" in m]             # 10-step means
+    assert len(losses) == STEPS // 10 and all(np.isfinite(losses))
+    assert float(np.mean(losses[-5:])) < 0.6 * losses[0], losses                # measured 0.50
+    assert json.loads((run / "report.json").read_text())["val_loss"] < 0.7 * losses[0]
 
     expected = json.loads((root / "expected.json").read_text())
     held_out = sorted(k for k, v in expected.items() if v["split"] == "test")
