@@ -76,6 +76,28 @@ PRESETS: dict[str, DiTConfig] = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainingDefaults:
+    """How a preset is trained unless the run's config or flags say otherwise (model/train_config.py resolves a
+    TrainConfig's unset fields from these; the run summary says where each value came from)."""
+
+    lr: float
+    warmup_steps: int                # linear warm-up; capped at a share of a shorter run (train_config.py)
+    betas: tuple[float, float]       # AdamW
+    ema_decay: float                 # the EMA's decay once warmed up (model/ema.py)
+    batch_size: int                  # samples per step and training process
+
+
+# base: the paper's recipe for the 461M model on GPUs. tiny: measured on CPU (BENCHMARKS.md, "A short run from the
+# CLI"): 400 steps learn the onset corpus with these. small: between the two, not measured; lr follows 1/width from
+# base's (1e-4 x 1536 / 384), which also lands tiny's measured 3e-3 near 1536 / 64 x 1e-4 = 2.4e-3.
+TRAINING_DEFAULTS: dict[str, TrainingDefaults] = {
+    "base": TrainingDefaults(lr=1e-4, warmup_steps=2000, betas=(0.9, 0.999), ema_decay=0.999, batch_size=36),
+    "small": TrainingDefaults(lr=4e-4, warmup_steps=500, betas=(0.9, 0.99), ema_decay=0.999, batch_size=36),
+    "tiny": TrainingDefaults(lr=3e-3, warmup_steps=20, betas=(0.9, 0.95), ema_decay=0.99, batch_size=8),
+}
+
+
 def preset(name: str, **overrides: Any) -> DiTConfig:
     """A preset with some fields replaced, e.g. `preset("base", audio_dim=128, phone_vocab_size=vocab)`."""
     if name not in PRESETS:

@@ -38,6 +38,7 @@ from model.batch import collate, unpatch_mel
 from model.checkpoint import ema_weights, load_checkpoint
 from model.config import DiTConfig
 from model.dit import VSSFlowDiT
+from model.ema import describe_span
 from model.flow import FlowMatching, cfg_velocity_fn, null_conditions
 from model.vocoder import load_vocoder, log_mel_bounds
 from stages.device import pick_device
@@ -58,13 +59,25 @@ class GenerateError(PipelineError, ValueError):
 
 def load_model(ckpt_path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
                ) -> tuple[VSSFlowDiT, dict[str, Any]]:
-    """The network of a checkpoint (its EMA weights when it has them and use_ema), in eval mode, and the checkpoint."""
+    """The network of a checkpoint (its EMA weights when it has them and use_ema), in eval mode, and the checkpoint;
+    ckpt["weights"] says which weights were loaded and what they average (`weights_used`)."""
     ckpt = load_checkpoint(ckpt_path)
     model = VSSFlowDiT(DiTConfig.from_dict(ckpt["model_config"]))
     weights = ema_weights(ckpt) if use_ema else None
     model.load_state_dict(weights if weights is not None else ckpt["model"])
     ckpt["used_ema"] = weights is not None
+    ckpt["weights"] = weights_used(ckpt, asked_ema=use_ema)
     return model.to(device).eval(), ckpt
+
+
+def weights_used(ckpt: dict[str, Any], *, asked_ema: bool) -> dict[str, Any]:
+    """{"kind": "ema" | "raw", "step", "ema": what the EMA averages (model/ema.py ema_span) or None, "description"}."""
+    step = int(ckpt["step"])
+    if ckpt["used_ema"]:
+        span = ckpt["ema_span"]
+        return {"kind": "ema", "step": step, "ema": span, "description": describe_span(span)}
+    why = "as asked: --no-ema" if not asked_ema else "the checkpoint keeps no EMA"
+    return {"kind": "raw", "step": step, "ema": None, "description": f"raw weights of step {step} ({why})"}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -268,7 +281,7 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
             "video_frames": 0 if conds["video"] is None else int(len(conds["video"])),
             "phonemes": conds["phonemes"], "speech_span_s": conds["speech_span_s"], "steps": steps,
             "method": method, "guidance": guidance, "seed": seed, "checkpoint": str(ckpt),
-            "checkpoint_step": int(checkpoint["step"]), "ema": checkpoint["used_ema"],
+            "checkpoint_step": int(checkpoint["step"]), "ema": checkpoint["used_ema"], "weights": checkpoint["weights"],
             "feature_hash": contract.feature_hash, "vocoder": vocoder.info(), "device": str(dev),
             "mel_clipped_frac": clipped, "peak": float(np.abs(wave).max()) if len(wave) else 0.0,
             "warnings": conds["warnings"], "seconds": timings}

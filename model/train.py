@@ -1,8 +1,9 @@
 """The training loop: joint pretraining and joint fine-tuning of VSSFlow by conditional flow matching.
 
-Straight-line code in the nanoGPT / MMAudio manner: one device chosen at the top; a learning rate that is a pure
-function of the step (linear warm-up, then constant); AdamW with gradient clipping; optional EMA
-(`torch.optim.swa_utils.AveragedModel`); bf16 autocast on CUDA only. Per step, one torch.Generator, re-seeded from
+Straight-line code in the nanoGPT / MMAudio manner: one device chosen at the top; the config's unset training values
+taken from its preset (model/train_config.py `resolve_training`); a learning rate that is a pure function of the
+step (linear warm-up, then constant); AdamW with gradient clipping; an EMA whose decay warms up (model/ema.py); bf16
+autocast on CUDA only. Per step, one torch.Generator, re-seeded from
 (seed, rank, step), draws the flow time, the noise and the classifier-free-guidance dropout (and the per-frame video
 masking of fine-tuning): the draws of step s do not depend on how the run got to step s, so a resumed run repeats an
 uninterrupted one exactly (on CPU, with `deterministic`), given the data stream's own resume (model/data/stream.py).
@@ -62,16 +63,18 @@ from model.data import (
     seed_of,
 )
 from model.dit import VSSFlowDiT, count_parameters
+from model.ema import EMA
 from model.loss import flow_loss, to_device, validation_loss
 from model.metrics import METRICS, LogWindow, Metrics
-from model.train_config import TrainConfig, model_config_for
+from model.train_config import TrainConfig, adopt_resolved, model_config_for, resolve_training, training_summary
 from stages.device import pick_device
 
 Progress = Callable[[dict[str, Any]], None]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update `step` (0-based): linear warm-up over warmup_steps, then constant."""
+    """Learning rate of update `step` (0-based) under a resolved config: linear warm-up over warmup_steps, then
+    constant."""
     if cfg.warmup_steps <= 0:
         return cfg.lr
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
@@ -87,7 +90,8 @@ class _Run:
 
     data: TrainData
     out: Path
-    cfg: TrainConfig                        # resolved: the audio normalisation filled in
+    cfg: TrainConfig                        # resolved: the preset's training values, the audio normalisation
+    origins: dict[str, str]                 # where each preset-dependent value came from (resolve_training)
     model_cfg: DiTConfig
     job: str
     init_from: Optional[str]                # the fine-tuning init checkpoint (of this run or the one it resumes)
@@ -96,7 +100,7 @@ class _Run:
     device: torch.device
     model: VSSFlowDiT                       # the plain network: checkpoints, validation, EMA
     net: torch.nn.Module                    # the model, or its DistributedDataParallel wrapper: the training step
-    ema: Optional[torch.nn.Module]          # torch.optim.swa_utils.AveragedModel
+    ema: Optional[EMA]
     optimizer: torch.optim.Optimizer
     generator: torch.Generator              # re-seeded from (seed, rank, step) at every step
     loader: TrainLoader
@@ -144,6 +148,9 @@ def train(data: TrainData, out: str | Path, cfg: TrainConfig, *, job: str, init:
 def _train(data: TrainData, out: Path, cfg: TrainConfig, *, job: str, init: Optional[InitCheckpoint],
            progress: Optional[Progress]) -> dict[str, Any]:
     run = _set_up(data, out, cfg, job=job, init=init)
+    if progress and run.rank == 0:
+        progress({"event": "start", "steps": run.cfg.steps, "step": run.step,
+                  "training": training_summary(run.cfg, run.origins)})
     window, totals = LogWindow(), _Totals(start_step=run.step)
     batches = run.loader.batches(run.step)
     run.net.train()
@@ -187,7 +194,7 @@ def _step(run: _Run, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor,
     grad_norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip))
     run.optimizer.step()
     if run.ema is not None:
-        run.ema.update_parameters(run.model)
+        run.ema.update(run.model)
     run.step += 1
     return loss, losses, lr, grad_norm
 
@@ -228,7 +235,7 @@ def _evaluate(run: _Run, progress: Optional[Progress]) -> tuple[Optional[float],
 def _checkpoint(run: _Run) -> dict[str, Any]:
     return checkpoint_state(job=run.job, step=run.step, model=run.model, model_cfg=run.model_cfg,
                             optimizer=run.optimizer, ema=run.ema, generator=run.generator, data=run.data,
-                            cfg=run.cfg, world=run.world, init_from=run.init_from)
+                            cfg=run.cfg, origins=run.origins, world=run.world, init_from=run.init_from)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def _set_up(data: TrainData, out: Path, cfg: TrainConfig, *, job: str, init: Opt
     device = torch.device(pick_device(cfg.device))
     last = out / LAST
     ckpt = load_checkpoint(last) if last.exists() else None
-    cfg, model_cfg = _resolve(data, cfg, out, ckpt, init)
+    cfg, model_cfg, origins = _resolve(data, cfg, out, ckpt, init)
     model, ema, optimizer = _network(cfg, model_cfg, device, ckpt or (init.ckpt if init else None))
     generator = torch.Generator(device)
     step = 0
@@ -266,7 +273,7 @@ def _set_up(data: TrainData, out: Path, cfg: TrainConfig, *, job: str, init: Opt
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
     loader, val_batches = _data(data, cfg, model_cfg, rank)
-    return _Run(data=data, out=out, cfg=cfg, model_cfg=model_cfg, job=job,
+    return _Run(data=data, out=out, cfg=cfg, origins=origins, model_cfg=model_cfg, job=job,
                 init_from=init.path if init else (ckpt or {}).get("init_from"), rank=rank, world=world,
                 device=device, model=model, net=net, ema=ema, optimizer=optimizer, generator=generator,
                 loader=loader, val_batches=val_batches, metrics=Metrics(out / METRICS, step) if rank == 0 else None,
@@ -274,34 +281,33 @@ def _set_up(data: TrainData, out: Path, cfg: TrainConfig, *, job: str, init: Opt
 
 
 def _resolve(data: TrainData, cfg: TrainConfig, out: Path, ckpt: Optional[dict], init: Optional[InitCheckpoint]
-             ) -> tuple[TrainConfig, DiTConfig]:
-    """The run's resolved config and network: from its checkpoint (resume), the init checkpoint (fine-tuning), or
-    the preset sized to the data with the audio normalisation estimated from it. Refuses mismatches."""
+             ) -> tuple[TrainConfig, DiTConfig, dict[str, str]]:
+    """The run's resolved config, its network, and where the preset-dependent values came from: from its checkpoint
+    (resume: unset values as the run started), else the preset's training values, then the network and audio
+    normalisation of the init checkpoint (fine-tuning) or the preset sized to the data with the normalisation
+    estimated from it. Refuses mismatches."""
     if ckpt is not None:
-        cfg, model_cfg = config_from_checkpoint(ckpt, out / LAST, cfg, data)
+        cfg, model_cfg = config_from_checkpoint(ckpt, out / LAST, adopt_resolved(cfg, ckpt["config"]), data)
         check_resume(ckpt, cfg, data.dirs, out)
-        return cfg, model_cfg
+        return cfg, model_cfg, ckpt["config_origins"]
+    cfg, origins = resolve_training(cfg)
     if init is not None:
-        return config_from_checkpoint(init.ckpt, init.path, cfg, data)
+        return (*config_from_checkpoint(init.ckpt, init.path, cfg, data), origins)
     if cfg.audio_mean is None or cfg.audio_std is None:
         mean, std = estimate_audio_norm(data, cfg.audio_repr, cfg.norm_samples)
         cfg = dataclasses.replace(cfg, audio_mean=cfg.audio_mean if cfg.audio_mean is not None else mean,
                                   audio_std=cfg.audio_std if cfg.audio_std is not None else std)
-    return cfg, model_config_for(cfg, data.contract)
+    return cfg, model_config_for(cfg, data.contract), origins
 
 
 def _network(cfg: TrainConfig, model_cfg: DiTConfig, device: torch.device, source: Optional[dict]
-             ) -> tuple[VSSFlowDiT, Optional[torch.nn.Module], torch.optim.Optimizer]:
+             ) -> tuple[VSSFlowDiT, Optional[EMA], torch.optim.Optimizer]:
     """The network (seeded by cfg.seed; the weights of `source` when given), its EMA and the optimiser."""
     torch.manual_seed(cfg.seed)
     model = VSSFlowDiT(model_cfg).to(device)
     if source is not None:
         model.load_state_dict(source["model"])
-    ema = None
-    if cfg.ema_decay is not None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), betas=cfg.betas,
                                   weight_decay=cfg.weight_decay)
     return model, ema, optimizer
@@ -334,6 +340,7 @@ def _report(run: _Run, totals: _Totals) -> dict[str, Any]:
                "data_wait_frac": totals.wait / wall if wall else None, "loss": totals.loss, "val_loss": totals.val,
                "val_loss_ema": totals.val_ema, "checkpoints_written": totals.saves,
                "parameters": count_parameters(run.model), "model": run.model_cfg.to_dict(),
+               "training": training_summary(cfg, run.origins), "ema": run.ema.span() if run.ema else None,
                "sources": describe_sources(run.data.sources), "checkpoint": str(out / LAST) if lead else None,
                "metrics": str(out / METRICS) if lead else None, "host": socket.gethostname(), "pid": os.getpid()}
     atomic_write_text(out / "workers" / f"rank-{run.rank}.json", json.dumps(summary, indent=2, default=str))
@@ -363,7 +370,7 @@ def run_pretrain(data_dirs: Sequence[str | Path], out: str | Path, config: Train
 def run_finetune(init_ckpt: str | Path, mix_dirs: Sequence[str | Path], real_joint_dirs: Sequence[str | Path] = (),
                  synthetic_ratio: float = 0.5, out: str | Path = "runs/finetune",
                  config: Optional[TrainConfig] = None, *, progress: Optional[Progress] = None) -> dict[str, Any]:
-    """Joint fine-tuning from a pretraining checkpoint (its weights and EMA; a new optimiser and schedule) on
+    """Joint fine-tuning from a pretraining checkpoint (its weights; a new EMA, optimiser and schedule) on
     mixture folders plus optional real joint folders; `synthetic_ratio` is the mixtures' share of the stream.
     The model configuration and audio normalisation come from the checkpoint; set video_frame_mask_p in the
     config to mask video frames. Resumes from out/ckpt/last.pt when it exists."""

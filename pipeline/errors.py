@@ -12,7 +12,8 @@ __all__ = ["PipelineError", "UsageError", "ConfigError", "OutputBusy", "OutputNo
 
 
 class ConfigError(UsageError):
-    """A job config (YAML or --set) with an unknown key, a value of the wrong type, or an impossible value."""
+    """A job config (YAML or --set) with an unknown key, a value of the wrong type, or an impossible value: a usage
+    error (exit code 2)."""
 
 
 class OutputBusy(PipelineError, RuntimeError):

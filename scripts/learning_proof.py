@@ -2,9 +2,11 @@
 
     python scripts/learning_proof.py                      # work folder runs/learning_proof, 600 steps
     python scripts/learning_proof.py --steps 1000 --model-overrides '{"width": 64}'
+    python scripts/learning_proof.py --lr 1e-3 --raw      # another lr than the preset's; the raw weights
 
 1. Generates the sample corpus, a tiny random CLIP and extracts it (embedded Ray) unless the work folder has them.
-2. Pretrains (resumes if the run exists; delete the run folder to start over).
+2. Pretrains with the preset's training defaults (lr, warm-up, betas, EMA, batch: model/config.py
+   TRAINING_DEFAULTS) unless --lr / --batch-size say otherwise (resumes if the run exists; delete it to start over).
 3. Reports:
    (a) the loss curve: training loss and held-out validation loss;
    (b) on the held-out clips (split "test"), the mean L1 distance (natural-log mel) between generated and true mel,
@@ -14,7 +16,8 @@
    (c) for held-out speech clips, the share of the generated mel energy (sum over bands of exp(2 * log-mel)) that
        falls inside a requested speech span (first or second half of the clip), against the same share for
        unconditional samples and the span's share of the clip.
-Same noise (seeds) for every variant, Euler 25 steps. Raw weights, not EMA.
+Same noise (seeds) for every variant, Euler 25 steps. The EMA weights, as `pipeline run generate` uses by default
+(--raw: the raw ones).
 The visual encoder is a random CLIP, so video features only carry what a random network keeps of the pictures.
 Results also go to WORK/learning_proof.json.
 """
@@ -138,8 +141,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_proof")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the preset's")
+    parser.add_argument("--raw", action="store_true", help="measure the raw weights instead of the EMA")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--model-overrides", type=json.loads, default={"width": 128},
                         help="DiTConfig fields over the preset (JSON); default: tiny at width 128")
@@ -149,6 +153,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from model.data import SamplePrep, load_samples, plan_pretrain
+    from model.ema import describe_span
     from model.generate import load_model
     from model.metrics import read_metrics
     from model.train import run_pretrain
@@ -157,12 +162,15 @@ def main() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     extract = prepare_data(args.work, args.scale)
     tag = "".join(f"_{k}{v}" for k, v in sorted(args.model_overrides.items()))
+    tag += "".join(f"_{k}{v}" for k, v in (("lr", args.lr), ("batch", args.batch_size)) if v is not None)
     run = args.work / f"run_{args.preset}{tag}_{args.steps}"
     cfg = TrainConfig(preset=args.preset, model_overrides=args.model_overrides, batch_size=args.batch_size,
-                      steps=args.steps, lr=args.lr, warmup_steps=20, betas=(0.9, 0.95), ema_decay=0.99,
-                      log_every=10, eval_every=50, save_every=100, num_workers=2, val_samples=16)
+                      steps=args.steps, lr=args.lr, log_every=10, eval_every=50, save_every=100, num_workers=2,
+                      val_samples=16)
     print(f"training {args.preset} for {args.steps} steps -> {run}", flush=True)
     summary = run_pretrain([extract], run, cfg)
+    print(f"trained with {summary['training']['values']} ({summary['training']['schedule']}); "
+          f"weights measured: {'raw' if args.raw else describe_span(summary['ema'])}", flush=True)
 
     # (a) loss curve
     metrics = read_metrics(run)
@@ -173,7 +181,7 @@ def main() -> None:
                 [[s, train.get(s, float("nan")), val.get(s, float("nan"))] for s in marks])
 
     # held-out samples, exactly as the trainer prepared them for validation
-    model, ckpt = load_model(run / "ckpt" / "last.pt", use_ema=False)
+    model, ckpt = load_model(run / "ckpt" / "last.pt", use_ema=not args.raw)
     data = plan_pretrain([extract], val_split=cfg.val_split, val_samples=cfg.val_samples)
     norm = ckpt["audio_norm"]
     prep = SamplePrep(contract=data.contract, audio_repr="mel", audio_mean=norm["mean"], audio_std=norm["std"],
@@ -203,8 +211,9 @@ def main() -> None:
     print_table("(c) share of generated energy inside the requested speech span",
                 ["key", "span", "span's share of the clip", "conditioned", "unconditional"], rows)
 
-    result = {"config": cfg.to_dict(), "run": str(run), "train_summary": summary, "loss_curve": metrics,
-              "conditioning_l1": distances, "conditioning_l1_mean": mean, "speech_span_energy": spans}
+    result = {"config": ckpt["config"], "weights": ckpt["weights"], "run": str(run), "train_summary": summary,
+              "loss_curve": metrics, "conditioning_l1": distances, "conditioning_l1_mean": mean,
+              "speech_span_energy": spans}
     (args.work / "learning_proof.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"results: {args.work / 'learning_proof.json'}")
 

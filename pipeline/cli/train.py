@@ -27,7 +27,10 @@ RAY_TRAIN_FAILURES = ("TrainingFailedError", "WorkerGroupError", "ControllerErro
 
 
 @contextmanager
-def train_progress(description: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+def train_progress(description: str, sources: Optional[dict[str, str]] = None
+                   ) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A progress bar for a run; its start event prints what the run trains with (`training_rows`). sources: which
+    fields the command set, and how ("flag" or "config")."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -44,7 +47,10 @@ def train_progress(description: str) -> Iterator[Callable[[dict[str, Any]], None
         task = progress.add_task(description, total=None, loss="-", val="", rate="")
 
         def update(event: dict[str, Any]) -> None:
-            if event["event"] == "log":
+            if event["event"] == "start":
+                for name, text in training_rows(event["training"], sources or {}):
+                    progress.console.print(f"[bold]{name}:[/] {text}", highlight=False)
+            elif event["event"] == "log":
                 progress.update(task, total=event["steps"], completed=event["step"], loss=f"{event['loss']:.4f}",
                                 rate=f"{event['steps_per_s']:.2f} steps/s, {event['samples_per_s']:.1f} samples/s")
             elif event.get("val_loss") is not None:
@@ -53,8 +59,31 @@ def train_progress(description: str) -> Iterator[Callable[[dict[str, Any]], None
         yield update
 
 
-def print_train_summary(report: dict[str, Any]) -> None:
+LABELS = {"lr": "lr", "warmup_steps": "warm-up", "betas": "betas", "ema_decay": "EMA decay", "batch_size": "batch"}
+
+
+def training_rows(training: dict[str, Any], sources: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, text) rows: each preset-dependent value with where it came from (preset, config, flag), the
+    learning-rate schedule, and the schedule's warnings."""
+    parts = []
+    for name, value in training["values"].items():
+        origin = training["origins"].get(name, "set")
+        if origin == "set":
+            origin = sources.get(name, "as the run started")
+        elif origin.startswith("preset"):
+            origin = origin.replace("preset", f"preset {training['preset']}", 1)
+        shown = "/".join(f"{v:g}" for v in value) if name == "betas" else f"{value:g}"
+        if name == "ema_decay" and not training["ema"]:
+            shown, origin = "off", sources.get("ema", "config")
+        parts.append(f"{LABELS[name]} {shown} ({origin})")
+    rows = [("training", ", ".join(parts)), ("schedule", training["schedule"])]
+    return rows + [("warning", note) for note in training["notes"]]
+
+
+def print_train_summary(report: dict[str, Any], sources: Optional[dict[str, str]] = None) -> None:
     from rich.table import Table
+
+    from model.ema import describe_span
 
     def num(x, fmt=".4f"):
         return "-" if x is None else format(x, fmt)
@@ -63,6 +92,9 @@ def print_train_summary(report: dict[str, Any]) -> None:
     table.add_row("steps", f"{report['steps']}  (this run {report['steps_this_run']}, from {report['start_step']})")
     table.add_row("loss", f"train {num(report['loss'])}, validation {num(report['val_loss'])}"
                           + (f", validation (EMA) {num(report['val_loss_ema'])}" if report.get("val_loss_ema") else ""))
+    for name, text in training_rows(report["training"], sources or {}):
+        table.add_row(name, f"[bold yellow]{text}[/]" if name == "warning" else text)
+    table.add_row("EMA", describe_span(report["ema"]) if report.get("ema") else "none (ema: false)")
     table.add_row("speed", f"{num(report['steps_per_s'], '.2f')} steps/s, {num(report['samples_per_s'], '.1f')} "
                            f"samples/s, {num(report['data_wait_frac'] and 100 * report['data_wait_frac'], '.0f')}% "
                            f"of the time waiting for data")
@@ -75,19 +107,27 @@ def print_train_summary(report: dict[str, Any]) -> None:
                   f"report: {Path(report['out']) / 'report.json'}")
 
 
-def _config(path: Optional[Path], overrides: dict[str, Any]):
+def _config(path: Optional[Path], flags: dict[str, Any]):
+    """The TrainConfig of defaults <- the YAML file <- the flags given, and how this command set each field it set:
+    {"lr": "flag", "warmup_steps": "config", ...}."""
+    import yaml
+
     from model.train_config import TrainConfig
     from pipeline.config import load_config
 
-    return load_config(TrainConfig, path, overrides)
+    cfg = load_config(TrainConfig, path, flags)
+    sources = {key: "config" for key in (yaml.safe_load(path.read_text()) or {})} if path is not None else {}
+    sources.update({key: "flag" for key, value in flags.items() if value is not None})
+    return cfg, sources
 
 
-def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **kwargs: Any) -> None:
+def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], sources: dict[str, str],
+           **kwargs: Any) -> None:
     from model.train import run_finetune, run_pretrain
     from pipeline.train_launch import run_distributed
 
     try:
-        with reported_errors(ValueError, FileNotFoundError), train_progress(job) as progress:
+        with reported_errors(ValueError, FileNotFoundError), train_progress(job, sources) as progress:
             if num_workers > 0:
                 report = run_distributed(job, num_workers=num_workers, use_gpu=use_gpu, address=address,
                                          progress=progress, **kwargs)
@@ -103,7 +143,7 @@ def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **
         if type(e).__name__ in RAY_TRAIN_FAILURES:
             fail(f"training failed in a Ray worker: {e}")
         raise
-    print_train_summary(report)
+    print_train_summary(report, sources)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -119,13 +159,20 @@ def _train(job: str, num_workers: int, use_gpu: bool, address: Optional[str], **
   pipeline run pretrain --data /mnt/a --data /mnt/b --out /mnt/runs/p --config train.yaml --num-workers 8 --use-gpu
 
 Re-running the same command resumes from RUN/ckpt/last.pt (raise --steps to train longer). The config file
-holds keys of model.train_config.TrainConfig (lr, warmup_steps, task_weights: {v2s: 1, visual_tts: 1, tts: 0.5}, ...).""")
+holds keys of model.train_config.TrainConfig (lr, warmup_steps, task_weights: {v2s: 1, visual_tts: 1, tts: 0.5}, ...).
+lr, warm-up, betas, EMA decay and batch size default to the preset's (model/config.py TRAINING_DEFAULTS; a preset's
+warm-up is capped at a tenth of the run); the summary says which values the run used and where each came from.""")
 def pretrain_cmd(
     data: List[Path] = typer.Option(..., help="Output folder of an extract job (repeat --data for several)."),
     out: Path = typer.Option(..., help="Run folder: ckpt/last.pt, metrics.jsonl, report.json."),
     preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or base (the paper's; default)."),
     steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default 100000)."),
-    batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker (default 36)."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker (default: the preset's)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate after warm-up (default: the preset's)."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Linear warm-up steps (default: the preset's, capped "
+                                               "at a tenth of the run)."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of the weights (default: yes)."),
+    ema_decay: Optional[float] = typer.Option(None, help="EMA decay once warmed up (default: the preset's)."),
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys (model/train_config.py)."),
     loader_workers: Optional[int] = typer.Option(None, help="DataLoader processes per training worker (default 2)."),
     num_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process)."),
@@ -135,9 +182,10 @@ def pretrain_cmd(
 ) -> None:
     """Joint pretraining on V2S, VisualTTS and TTS shards (task mix by sample count unless task_weights is set)."""
     with reported_errors(ValueError):
-        cfg = _config(config, {"preset": preset, "steps": steps, "batch_size": batch_size,
-                               "num_workers": loader_workers})
-    _train("pretrain", num_workers, use_gpu, address, data_dirs=list(data), out=out, config=cfg)
+        cfg, sources = _config(config, {"preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
+                                        "warmup_steps": warmup_steps, "ema": ema, "ema_decay": ema_decay,
+                                        "num_workers": loader_workers})
+    _train("pretrain", num_workers, use_gpu, address, sources, data_dirs=list(data), out=out, config=cfg)
 
 
 @train_app.command("finetune", epilog="""Examples:
@@ -147,8 +195,8 @@ def pretrain_cmd(
 
   pipeline run finetune --init runs/tiny/ckpt/last.pt --data out/mix --out runs/tj --steps 300 --video-frame-mask 0.1
 
-The network and audio normalisation come from --init; the optimiser and schedule start anew. Re-running resumes
-from RUN/ckpt/last.pt.""")
+The network and audio normalisation come from --init; the optimiser, EMA and schedule start anew, with the
+training values of the init's preset unless set here. Re-running resumes from RUN/ckpt/last.pt.""")
 def finetune_cmd(
     init: Path = typer.Option(..., help="Pretraining checkpoint (RUN/ckpt/last.pt)."),
     data: List[Path] = typer.Option(..., help="Output folder of a synth-mix job (repeat for several)."),
@@ -157,7 +205,10 @@ def finetune_cmd(
     synthetic_ratio: float = typer.Option(0.5, help="Share of mixture samples in the stream (the rest: real joint)."),
     video_frame_mask: Optional[float] = typer.Option(None, help="Probability of masking each video frame."),
     steps: Optional[int] = typer.Option(None, help="Total optimisation steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker (default: the preset's)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate after warm-up (default: the preset's)."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Linear warm-up steps (default: the preset's, capped "
+                                               "at a tenth of the run)."),
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig keys (model/train_config.py)."),
     loader_workers: Optional[int] = typer.Option(None, help="DataLoader processes per training worker."),
     num_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process)."),
@@ -166,9 +217,10 @@ def finetune_cmd(
 ) -> None:
     """Joint sound+speech fine-tuning on synthetic mixtures (and real joint clips) from a pretraining checkpoint."""
     with reported_errors(ValueError):
-        cfg = _config(config, {"steps": steps, "batch_size": batch_size, "num_workers": loader_workers,
-                               "video_frame_mask_p": video_frame_mask})
-    _train("finetune", num_workers, use_gpu, address, init_ckpt=init, mix_dirs=list(data),
+        cfg, sources = _config(config, {"steps": steps, "batch_size": batch_size, "lr": lr,
+                                        "warmup_steps": warmup_steps, "num_workers": loader_workers,
+                                        "video_frame_mask_p": video_frame_mask})
+    _train("finetune", num_workers, use_gpu, address, sources, init_ckpt=init, mix_dirs=list(data),
            real_joint_dirs=list(real_joint), synthetic_ratio=synthetic_ratio, out=out, config=cfg)
 
 
@@ -199,7 +251,7 @@ def generate_cmd(
     seed: int = typer.Option(0, help="Noise seed."),
     visual_model: Optional[Path] = typer.Option(None, help="Visual encoder directory, if it moved since extract."),
     vae: Optional[Path] = typer.Option(None, help="VAE directory for latent checkpoints, if it moved."),
-    ema: bool = typer.Option(True, help="Use the EMA weights when the checkpoint has them."),
+    ema: bool = typer.Option(True, help="Use the EMA weights when the checkpoint has them (else the raw ones)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Generate 16 kHz audio for a video (V2S), a video and a transcript (VisualTTS), or a transcript (TTS)."""
@@ -222,7 +274,8 @@ def generate_cmd(
     for warning in info["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"{info['task']}: {info['duration_s']:.2f}s of audio -> {out}  ({info['steps']} {info['method']} "
-                  f"steps, guidance {info['guidance']}, vocoder {info['vocoder']['name']}, step "
-                  f"{info['checkpoint_step']}{' EMA' if info['ema'] else ''}, {time.perf_counter() - start:.1f}s)")
+                  f"steps, guidance {info['guidance']}, vocoder {info['vocoder']['name']}, "
+                  f"{time.perf_counter() - start:.1f}s)")
+    console.print(f"weights: {info['weights']['description']}", highlight=False)
     if muxed:
         console.print(f"video: {muxed['path']} (picture {muxed['video']})")

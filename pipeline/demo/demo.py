@@ -47,7 +47,8 @@ def run_demo(work: Path) -> dict:
 
 def train_and_generate(work: Path, corpus: Path) -> tuple[Path, Path]:
     """Joint pretraining, joint fine-tuning on the mixtures, then sound+speech for a held-out joint clip.
-    The tiny preset and a few hundred steps: this shows the chain works; it is no useful model."""
+    The tiny preset (width 128) with its training defaults (lr, warm-up, betas, EMA, batch: model/config.py) and a
+    few hundred steps: this shows the chain works; it is no useful model."""
     import json
 
     import pyarrow.parquet as pq
@@ -57,8 +58,8 @@ def train_and_generate(work: Path, corpus: Path) -> tuple[Path, Path]:
     from model.train_config import TrainConfig
     from pipeline.cli.train import print_train_summary, train_progress
 
-    config = TrainConfig(preset="tiny", model_overrides={"width": 128}, batch_size=8, warmup_steps=20,
-                         lr=1e-3, num_workers=2, log_every=25, eval_every=100, save_every=100, val_samples=4)
+    config = TrainConfig(preset="tiny", model_overrides={"width": 128}, num_workers=2, log_every=25, eval_every=100,
+                         save_every=100, val_samples=4)
     console.rule("[bold]3/5 pretrain (tiny)")
     with train_progress("pretrain") as progress:
         report = run_pretrain([work / "extract"], work / "runs" / "pretrain", replace(config, steps=300),

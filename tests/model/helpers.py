@@ -65,7 +65,7 @@ def model_inputs(batch: dict, t: torch.Tensor | None = None) -> dict:
 
 def tiny(**overrides) -> TrainConfig:
     base = dict(preset="tiny", batch_size=4, steps=4, warmup_steps=5, lr=1e-3, num_workers=0, log_every=1,
-                eval_every=1000, save_every=1000, deterministic=True, ema_decay=None, val_samples=4)
+                eval_every=1000, save_every=1000, deterministic=True, ema=False, val_samples=4)
     return TrainConfig(**{**base, **overrides})
 
 

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from model.batch import collate
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.generate import (
     GenerateError,
     _ffmpeg,
@@ -66,6 +67,8 @@ def test_v2s_with_griffin_lim_gives_the_video_length(trained, media, extracted):
     assert len(wave) == round(row["duration_s"] * SR) == info["n_samples"]
     assert info["task"] == "v2s" and info["video_frames"] == row["n_video"]        # same frames as extract saw
     assert info["vocoder"]["name"] == "griffin-lim" and info["ema"] and info["checkpoint_step"] == 10
+    assert info["weights"]["kind"] == "ema" and info["weights"]["ema"]["updates"] == 10
+    assert info["weights"]["description"].startswith("EMA over 10 steps: 90% of its weight from the last")
     assert np.abs(wave).max() > 0
 
 
@@ -106,9 +109,9 @@ def test_encoder_vocabulary_or_vocoder_that_do_not_fit_are_refused(trained, medi
     with pytest.raises(ContractError, match="dim: checkpoint 32, .* has 48"):
         generate(trained, media["v2s_bluetriangle_mp4_000"], steps=1, visual_model=other_clip)
 
-    ckpt = torch.load(trained, weights_only=True)
+    ckpt = load_checkpoint(trained)                 # re-saved through the trainer's writer: a valid checksum
     ckpt["contract"]["phones"]["vocab"]["symbols"] = ckpt["contract"]["phones"]["vocab"]["symbols"][:-1]
-    torch.save(ckpt, tmp_path / "other-vocab.pt")
+    save_checkpoint(ckpt, tmp_path / "other-vocab.pt")
     with pytest.raises(ContractError, match="phoneme vocabulary differs"):
         generate(tmp_path / "other-vocab.pt", None, transcript="Hello.", duration=1.0, steps=1)
 
@@ -155,7 +158,7 @@ def test_latent_audio_trains_and_generates_through_the_vae(extracted, tiny_vae, 
         SamplePrep(contract=read_dataset_json(out)[0], audio_repr="latent")
 
     cfg = TrainConfig(preset="tiny", audio_repr="latent", batch_size=4, steps=3, warmup_steps=2, num_workers=0,
-                      log_every=1, val_samples=2, ema_decay=None)
+                      log_every=1, val_samples=2, ema=False)
     summary = run_pretrain([latent_out], tmp_path / "run", cfg)
     assert summary["model"]["audio_dim"] == 128 and np.isfinite(summary["loss"])
     wave, info = generate(tmp_path / "run" / "ckpt" / "last.pt", None, transcript="Latent speech.", duration=1.2,
@@ -177,6 +180,10 @@ def test_cli_generate_writes_the_wav_and_the_muxed_video(trained, media, tmp_pat
     assert rate == SR and len(data) == 2 * SR                                      # a 2 s clip
     probe = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(mp4)], capture_output=True, text=True).stderr
     assert "Video:" in probe and "Audio: aac" in probe
+    assert "weights: EMA over 10 steps" in " ".join(result.output.split())
+    raw = CliRunner().invoke(train_app, ["generate", "--ckpt", str(trained), "--video", str(video), "--out",
+                                         str(wav), "--steps", "1", "--no-ema"], terminal_width=200)
+    assert raw.exit_code == 0 and "weights: raw weights of step 10 (as asked: --no-ema)" in " ".join(raw.output.split())
 
     half = CliRunner().invoke(train_app, ["generate", "--ckpt", str(trained), "--video", str(video), "--out",
                                           str(wav), "--speech-start", "0.2"], terminal_width=200)

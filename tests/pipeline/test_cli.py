@@ -63,7 +63,7 @@ def test_unknown_config_key_is_an_error(corpus, tiny_clip, tmp_path):
     (tmp_path / "c.yaml").write_text("visual:\n  batchframes: 3\n")
     result = run_extract_cli("--manifest", corpus.manifest, "--data-root", corpus.root, "--out", tmp_path / "o",
                              "--visual-model", tiny_clip, "--config", tmp_path / "c.yaml")
-    assert result.exit_code == 2 and "batchframes" in result.output  # a usage error
+    assert result.exit_code == 2 and "batchframes" in result.output          # a config error is a usage error
 
 
 def test_inspect_counts_one_sample_and_a_plot(extracted, tmp_path):

@@ -1,4 +1,4 @@
-"""Training launched from the pipeline: Ray Train workers (train_launch.py) and the `pipeline run pretrain|finetune` commands."""
+"""Training launched from the pipeline: Ray Train workers (train_launch.py), `pipeline run pretrain|finetune`."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_cli_pretrain_finetune_resume_and_errors(extracted, tmp_path):
 
     out, _ = extracted
     config = tmp_path / "train.yaml"
-    config.write_text("warmup_steps: 2\nlog_every: 1\nnum_workers: 0\nema_decay: null\ndeterministic: true\n")
+    config.write_text("warmup_steps: 2\nlog_every: 1\nnum_workers: 0\nema: false\ndeterministic: true\n")
     args = ["pretrain", "--data", str(out), "--out", str(tmp_path / "run"), "--preset", "tiny", "--batch-size", "2",
             "--config", str(config)]
     result = CliRunner().invoke(train_app, args + ["--steps", "2"], terminal_width=200)
@@ -66,3 +66,25 @@ def test_cli_pretrain_finetune_resume_and_errors(extracted, tmp_path):
     wrong = CliRunner().invoke(train_app, ["pretrain", "--data", str(out), "--out", str(tmp_path / "r3"),
                                            "--config", str(bad_key)], terminal_width=200)
     assert wrong.exit_code == 2 and "unknown config key" in " ".join(wrong.output.split())
+
+
+@pytest.mark.parametrize("yaml_text, flags, message", [
+    ('lr: "fast"\n', [], "lr must be a number, got 'fast'"),
+    ("", ["--preset", "huge"], "unknown preset 'huge'; known: base, small, tiny"),
+    ("warmup_steps: -3\n", [], "warmup_steps must be >= 0"),
+    ("ema: maybe\n", [], "ema must be true or false"),
+])
+def test_cli_config_errors_are_one_message_and_exit_2(tmp_path, yaml_text, flags, message):
+    """Refused before any data is read (the --data folder does not exist): a usage error, exit code 2."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.train import train_app
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml_text)
+    result = CliRunner().invoke(train_app, ["pretrain", "--data", str(tmp_path / "nope"), "--out",
+                                            str(tmp_path / "run"), "--config", str(config), *flags],
+                                terminal_width=400)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and text.startswith("error:") and message in text, text
+    assert "Traceback" not in text and not (tmp_path / "run").exists()
