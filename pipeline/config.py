@@ -54,10 +54,10 @@ def _describe(error, where: str) -> str:
     lines = []
     for item in error.errors():
         loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
-        key = ".".join(part for part in (where, loc) if part) or "config"
+        key = ".".join(part for part in (where, loc) if part)          # empty: a check of the whole config
         message = item["msg"].removeprefix("Value error, ")
         shown = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
-        lines.append(f"{key}: {message}{shown}")
+        lines.append(f"{key}: {message}{shown}" if key else f"{message}{shown}")
     return "invalid config: " + "; ".join(lines)
 
 

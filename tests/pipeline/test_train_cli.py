@@ -69,10 +69,11 @@ def test_cli_pretrain_finetune_resume_and_errors(extracted, tmp_path):
 
 
 @pytest.mark.parametrize("yaml_text, flags, message", [
-    ('lr: "fast"\n', [], "lr must be a number, got 'fast'"),
-    ("", ["--preset", "huge"], "unknown preset 'huge'; known: base, small, tiny"),
-    ("warmup_steps: -3\n", [], "warmup_steps must be >= 0"),
-    ("ema: maybe\n", [], "ema must be true or false"),
+    ('lr: "fast"\n', [], "invalid config: lr: Input should be a valid number, unable to parse string as a number "
+                         "(got 'fast')"),
+    ("", ["--preset", "huge"], "invalid config: unknown preset 'huge'; known: base, small, tiny"),
+    ("warmup_steps: -3\n", [], "invalid config: warmup_steps must be >= 0, got -3"),
+    ("ema: maybe\n", [], "invalid config: ema: Input should be a valid boolean, unable to interpret input (got 'maybe')"),
 ])
 def test_cli_config_errors_are_one_message_and_exit_2(tmp_path, yaml_text, flags, message):
     """Refused before any data is read (the --data folder does not exist): a usage error, exit code 2."""

@@ -36,8 +36,9 @@ def logged(run: Path) -> list[tuple]:
 def assert_same_weights(a: Path, b: Path) -> None:
     x, y = load_checkpoint(a / "ckpt" / "last.pt"), load_checkpoint(b / "ckpt" / "last.pt")
     assert x["step"] == y["step"]
-    for part in ("model", "ema"):
-        assert all(torch.equal(x[part][k], y[part][k]) for k in x[part]), part
+    for name, a, b in (("model", x["model"], y["model"]), ("ema", x["ema"]["weights"], y["ema"]["weights"])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert x["ema"]["updates"] == y["ema"]["updates"] == x["step"]
 
 
 def test_pretrain_killed_between_checkpoints_resumes_to_the_uninterrupted_run(extracted, tmp_path):
