@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from manifests.readers.common import apply_defaults
 from manifests.readers.grid import READER as GRID
+from manifests.readers.lhotse import READER as LHOTSE
 from manifests.readers.libritts import READER as LIBRITTS
 from manifests.readers.ljspeech import READER as LJSPEECH
 from manifests.readers.lrs2 import READER as LRS2
@@ -21,7 +22,7 @@ from manifests.validate import ManifestError, validate_table
 
 # In the order `pipeline manifest build --help` lists them.
 FORMATS: dict[str, Reader] = {reader.name: reader
-                              for reader in (LJSPEECH, LIBRITTS, VGGSOUND, LRS2, GRID, TABLE, REFERENCE)}
+                              for reader in (LJSPEECH, LIBRITTS, VGGSOUND, LRS2, GRID, LHOTSE, TABLE, REFERENCE)}
 READERS: dict[str, Callable[..., list[Clip] | pa.Table]] = {name: reader.read for name, reader in FORMATS.items()}
 
 
