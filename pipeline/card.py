@@ -123,7 +123,6 @@ def features_yaml(json_schema: pa.Schema, members: dict[str, Any]) -> list[dict[
                                                         for f in json_schema]})
         elif kind in ("audio", "binary"):   # FLAC bytes: datasets' Audio feature needs torchcodec even to store
             features.append({"name": suffix, "dtype": "binary"})
-            features.append({"name": suffix, "dtype": "binary"})
         else:
             _, dtype, ndim = kind
             item: Any = dtype
