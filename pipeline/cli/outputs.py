@@ -64,7 +64,7 @@ CARD_EPILOG = """Example:
   pipeline models check cvssp/audioldm-s-full-v2/vocoder --for vocoder     # a repo id from the local cache""")
 def models_check_cmd(
     model: str = typer.Argument(..., help="A model folder, or a Hugging Face repo id in the local cache "
-                                "(ORG/NAME[/SUBFOLDER][@REVISION])."),
+                                "(ORG/NAME, optionally /SUBFOLDER and @REVISION)."),
     role: Optional[str] = typer.Option(None, "--for", help="visual, vae, vocoder, asr or embedding: fail unless "
                                        "it fits that option."),
 ) -> None:
