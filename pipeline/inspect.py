@@ -14,7 +14,7 @@ from rich.table import Table
 from pipeline.cli.common import console
 from stages.format.contract import check_sample, read_dataset_json
 from stages.format.layout import DamagedShard, OutputDir, SampleNotFound
-from stages.format.shard_io import iter_samples
+from stages.format.shard_io import ShardReader, load_npy
 
 
 def _counts(table, column: str) -> list[tuple[str, int]]:
@@ -58,13 +58,15 @@ def describe_sample(out: Path, key: Optional[str]) -> dict[str, Any]:
             raise SampleNotFound(f"{out} holds no samples")
         key = index["key"][0].as_py()
     shard = folder.find(key, verify=True)
-    try:
-        sample = next((s for s in iter_samples([shard]) if s["key"] == key), None)
+    try:   # every K.NAME.npy member, also the streams a later contract adds
+        members = ShardReader().read(shard, key)
+        sample = {"key": key, "meta": json.loads(members["json"]), "flac": members.get("audio.flac"),
+                  "arrays": {s[: -len(".npy")]: load_npy(data) for s, data in members.items() if s.endswith(".npy")}}
+    except KeyError:
+        raise SampleNotFound(f"{key} listed in index.parquet but not found (or without its json) in {shard}") from None
     except (tarfile.TarError, OSError, ValueError) as e:
         raise DamagedShard(f"shard {shard} cannot be read ({type(e).__name__}: {e}); re-run the job that wrote "
                            f"{folder.root}") from None
-    if sample is None:
-        raise SampleNotFound(f"{key} listed in index.parquet but not found in {shard}")
     table = Table(title=f"sample {key}  ({shard.name})", show_header=False, title_justify="left")
     for name, array in sample["arrays"].items():
         if array is not None:

@@ -91,6 +91,14 @@ def test_a_stream_a_later_contract_adds_is_read_like_the_others(extracted, tmp_p
     rerecord_shards(out_dir)
     sample = pipeline.open_output(out_dir)[key]
     assert np.array_equal(sample.arrays["lip"], lip) and "mel" in sample.arrays
+    from typer.testing import CliRunner
+
+    from pipeline.cli.app import app
+    from pipeline.inspect import describe_sample, plot_streams
+
+    result = CliRunner().invoke(app, ["inspect", str(out_dir), "--key", key, "--plot", str(tmp_path / "s.png")])
+    assert result.exit_code == 0 and "lip.npy" in result.output and "uint8 [3, 4]" in result.output, result.output
+    assert plot_streams(describe_sample(out_dir, key)["arrays"])[-1] == "lip"    # inspect --plot draws it too
 
 
 def test_a_damaged_shard_is_named_not_skipped(extracted, tmp_path):
