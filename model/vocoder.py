@@ -84,6 +84,19 @@ class GriffinLimVocoder:
         return wave.numpy().astype(np.float32)                                      # [T * hop]
 
 
+def vocoder_problems(config: dict, mel: MelConfig) -> list[str]:
+    """Why a SpeechT5HifiGan config.json does not fit features made with `mel` (empty when it fits)."""
+    kind = config.get("model_type")
+    problems = [] if kind in (None, "hifigan", "speecht5_hifigan") else [f"model_type {kind!r} (not a HiFi-GAN)"]
+    upsample = math.prod(config.get("upsample_rates", ()))
+    expected = {"model_in_dim": mel.n_mels, "sampling_rate": mel.sample_rate}
+    problems += [f"{k} {config.get(k)} (features need {v})" for k, v in expected.items() if config.get(k) != v]
+    if upsample != mel.hop_length:
+        problems.append(f"upsample_rates {config.get('upsample_rates')} make {upsample} samples per frame "
+                        f"(features need hop_length {mel.hop_length})")
+    return problems
+
+
 class HifiGanVocoder:
     name = "hifigan"
 
@@ -92,12 +105,7 @@ class HifiGanVocoder:
 
         self.model_dir, self.mel = check_model_dir(model_dir, "vocoder", _WEIGHTS, _HINT), mel
         config = read_model_config(self.model_dir, "vocoder")
-        upsample = math.prod(config.get("upsample_rates", ()))
-        expected = {"model_in_dim": mel.n_mels, "sampling_rate": mel.sample_rate}
-        problems = [f"{k} {config.get(k)} (features need {v})" for k, v in expected.items() if config.get(k) != v]
-        if upsample != mel.hop_length:
-            problems.append(f"upsample_rates {config.get('upsample_rates')} make {upsample} samples per frame "
-                            f"(features need hop_length {mel.hop_length})")
+        problems = vocoder_problems(config, mel)
         if problems:
             raise VocoderError(f"vocoder in {self.model_dir} does not fit the features: {'; '.join(problems)}")
         self.random_init = bool(config.get(RANDOM_INIT_KEY, False))

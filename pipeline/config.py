@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional, get_type_hints
+from typing import Any, Optional, Sequence, get_type_hints
 
 from pipeline.errors import ConfigError
 
@@ -98,13 +98,50 @@ def _where(error) -> str:
     return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
 
 
-def load_config(cls, path: Optional[Path] = None, overrides: Optional[dict[str, Any]] = None):
-    """Defaults <- YAML file <- overrides ({"visual.model_dir": ...}); None overrides are skipped."""
+def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs -> {dotted key: value}. A value is read as a YAML scalar or flow collection, so
+    `shard_size=64` is an int, `phonemes.text_norm=null` is None, `speech.splits=[train, valid]` a list and
+    `visual.model_dir=/m/clip` a string; the config's validation then checks it like a value from the file."""
+    import yaml
+
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
+            raise ConfigError(f"--set {pair!r}: give KEY=VALUE with a dotted config key, e.g. --set shard_size=64 "
+                              "or --set visual.batch_frames=32")
+        if key in found:
+            raise ConfigError(f"--set {key} is given twice")
+        try:
+            found[key] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {pair!r}: the value is not a YAML value: {getattr(e, 'problem', None) or e}"
+                              ) from None
+    return found
+
+
+def load_config(cls, path: Optional[Path] = None, overrides: Optional[dict[str, Any]] = None,
+                assignments: Optional[dict[str, Any]] = None):
+    """Defaults <- YAML file <- overrides ({"visual.model_dir": ...}, from named options; None ones are skipped)
+    <- assignments (`--set`, every value applied, null included). A key both a named option and `--set` give is
+    refused: one command line, one value per key."""
     data = read_yaml(path) if path is not None else {}
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            set_path(data, dotted, value)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    twice = sorted(given.keys() & (assignments or {}).keys())
+    if twice:
+        raise ConfigError(f"{twice[0]} is given twice: by its own option and by --set {twice[0]}=...; give it once")
+    for dotted, value in [*given.items(), *(assignments or {}).items()]:
+        set_path(data, dotted, value)
     return from_dict(cls, data)
+
+
+def config_yaml(config: Any) -> str:
+    """A config as the YAML a `--config` file holds (every key, defaults included): `--print-config`."""
+    import yaml
+
+    plain = json.loads(json.dumps(to_dict(config), default=str))   # tuples -> lists: plain YAML, no tags
+    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def config_hash(config: Any) -> str:

@@ -14,7 +14,7 @@ from rich.table import Table
 from pipeline.cli.common import console
 from stages.format.contract import check_sample, read_dataset_json
 from stages.format.layout import DamagedShard, OutputDir, SampleNotFound
-from stages.format.shard_io import iter_samples
+from stages.format.shard_io import ShardReader, load_npy
 
 
 def _counts(table, column: str) -> list[tuple[str, int]]:
@@ -58,13 +58,15 @@ def describe_sample(out: Path, key: Optional[str]) -> dict[str, Any]:
             raise SampleNotFound(f"{out} holds no samples")
         key = index["key"][0].as_py()
     shard = folder.find(key, verify=True)
-    try:
-        sample = next((s for s in iter_samples([shard]) if s["key"] == key), None)
+    try:   # every K.NAME.npy member, also the streams a later contract adds
+        members = ShardReader().read(shard, key)
+        sample = {"key": key, "meta": json.loads(members["json"]), "flac": members.get("audio.flac"),
+                  "arrays": {s[: -len(".npy")]: load_npy(data) for s, data in members.items() if s.endswith(".npy")}}
+    except KeyError:
+        raise SampleNotFound(f"{key} listed in index.parquet but not found (or without its json) in {shard}") from None
     except (tarfile.TarError, OSError, ValueError) as e:
         raise DamagedShard(f"shard {shard} cannot be read ({type(e).__name__}: {e}); re-run the job that wrote "
                            f"{folder.root}") from None
-    if sample is None:
-        raise SampleNotFound(f"{key} listed in index.parquet but not found in {shard}")
     table = Table(title=f"sample {key}  ({shard.name})", show_header=False, title_justify="left")
     for name, array in sample["arrays"].items():
         if array is not None:
@@ -79,37 +81,47 @@ def describe_sample(out: Path, key: Optional[str]) -> dict[str, Any]:
     return sample
 
 
+FIRST_PANELS = ("mel", "video", "latent")
+
+
+def plot_streams(arrays: dict[str, Any]) -> list[str]:
+    """The arrays the plot draws, top to bottom: mel, video, latent, then every other stream with a time axis
+    (`[T, D]`, e.g. one a later contract adds); 1-D members such as phones are ids, not time."""
+    timed = {name for name, a in arrays.items() if a is not None and a.ndim == 2 and len(a)}
+    return [n for n in FIRST_PANELS if n in timed] + sorted(timed - set(FIRST_PANELS))
+
+
 def plot_sample(sample: dict[str, Any], path: Path) -> Path:
-    """Mel spectrogram above the visual features, sharing one time axis in seconds."""
+    """The mel spectrogram above every other timed stream (z-scored per dimension), one time axis in seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     contract = sample["contract"]
-    mel, video = sample["arrays"]["mel"], sample["arrays"]["video"]
     duration = sample["meta"]["duration_s"]
-    rows = 2 if video is not None else 1
-    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
-    ax = axes[0, 0]
-    ax.imshow(mel.astype("float32").T, origin="lower", aspect="auto", extent=(0, len(mel) / contract.mel_fps, 0,
-              contract.n_mels), cmap="magma")
-    ax.set_ylabel("mel band")
+    streams = plot_streams(sample["arrays"])
+    fig, axes = plt.subplots(len(streams), 1, figsize=(10, 2.6 * len(streams)), sharex=True, squeeze=False)
     title = f"{sample['key']}  ({sample['meta']['task']}, {duration:.2f}s)"
     if sample["meta"].get("transcript"):
         title += f"\n{sample['meta']['transcript'][:90]}"
-    ax.set_title(title, fontsize=9)
+    axes[0, 0].set_title(title, fontsize=9)
+    fps = {"mel": contract.mel_fps, "video": contract.video_fps}
+    for ax, name in zip(axes[:, 0], streams):
+        feats = sample["arrays"][name].astype("float32")
+        seconds = len(feats) / fps[name] if name in fps else duration
+        if name == "mel":
+            ax.imshow(feats.T, origin="lower", aspect="auto", extent=(0, seconds, 0, contract.n_mels), cmap="magma")
+            ax.set_ylabel("mel band")
+            continue
+        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)  # z-score per dim: shows when the stream changes
+        ax.imshow(feats.T, origin="lower", aspect="auto", interpolation="nearest",
+                  extent=(0, seconds, 0, feats.shape[1]), cmap="coolwarm", vmin=-3, vmax=3)
+        ax.set_ylabel(f"{name} dim, z-scored" + (f"\n({fps[name]:g} fps)" if name in fps else ""))
     span = sample["meta"].get("speech_span_s")
     if span:
         for a in axes[:, 0]:
             a.axvspan(span[0], span[1], color="cyan", alpha=0.12, lw=0)
-    if video is not None:
-        ax = axes[1, 0]
-        feats = video.astype("float32")
-        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)  # z-score per dim: shows when the picture changes
-        ax.imshow(feats.T, origin="lower", aspect="auto", interpolation="nearest",
-                  extent=(0, len(video) / contract.video_fps, 0, video.shape[1]), cmap="coolwarm", vmin=-3, vmax=3)
-        ax.set_ylabel(f"visual dim, z-scored\n({contract.video_fps:g} fps)")
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
     path = Path(path)

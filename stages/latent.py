@@ -23,7 +23,7 @@ import numpy as np
 from stages.base import Reject, Row, Stage
 from stages.device import pick_device
 from stages.format import rates
-from stages.model_dir import ModelDirError, check_model_dir, read_model_config
+from stages.model_dir import ModelDirError, check_model_dir, read_model_config, resolve_model_dir
 
 FREQ_DOWNSAMPLE = 4
 LATENT_CHANNELS = 8
@@ -76,7 +76,7 @@ def load_vae(model_dir: str | Path):
     """The diffusers `AutoencoderKL` in `model_dir`, in eval mode on CPU. No network: local files only."""
     from diffusers import AutoencoderKL
 
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir, "VAE")
     _check_vae_dir(model_dir)
     try:
         vae = AutoencoderKL.from_pretrained(model_dir, local_files_only=True, low_cpu_mem_usage=False,
@@ -117,7 +117,7 @@ def make_tiny_vae(out_dir: str | Path, seed: int = 0) -> Path:
 def latent_contract(vae_dir: str | Path, *, mel_frames_per_second: float = rates.MEL_FPS,
                     n_mels: int = rates.MEL_BANDS) -> dict[str, Any]:
     """What `K.latent.npy` means, for `dataset.json`: rates, dims, layout, which VAE (path, weights hash, random?)."""
-    vae_dir = Path(vae_dir)
+    vae_dir = resolve_model_dir(vae_dir, "VAE")
     config, weights = _check_vae_dir(vae_dir)
     digest = hashlib.sha256()
     with weights.open("rb") as f:

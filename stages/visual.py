@@ -18,8 +18,9 @@ import numpy as np
 
 from stages.base import Row, Stage
 from stages.device import cpu_supports_bf16, pick_device
-from stages.model_dir import check_model_dir
+from stages.model_dir import ModelDirError, check_model_dir, read_model_config
 
+CLIP_MODEL_TYPES = ("clip", "clip_vision_model")   # a whole CLIP model, or its vision tower alone
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -29,6 +30,10 @@ def describe_clip_dir(model_dir: str | os.PathLike) -> dict:
     from transformers import CLIPVisionConfig
 
     path = check_model_dir(model_dir, "visual model")
+    kind = read_model_config(path, "visual model").get("model_type")
+    if kind not in CLIP_MODEL_TYPES:   # transformers would read any config.json as a default-sized CLIP
+        raise ModelDirError(f"visual model {path} is a {kind!r} model (config.json model_type); the visual "
+                            f"encoder is a CLIP model ({' or '.join(CLIP_MODEL_TYPES)})")
     vision = CLIPVisionConfig.from_pretrained(str(path), local_files_only=True)
     return {"dim": int(vision.hidden_size), "image_size": int(vision.image_size),
             "layers": int(vision.num_hidden_layers), "patch_size": int(vision.patch_size),

@@ -12,7 +12,7 @@ from typing import Optional
 
 from manifests.readers.common import Transcript, check_split, fail_on_lines, read_text_or_none
 from manifests.readers.id_lists import clips_from_ids, read_id_list
-from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Reader, ReaderOption
+from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Corpus, Reader, ReaderOption
 from manifests.schema import Clip, Word
 from manifests.validate import ManifestError
 
@@ -101,6 +101,8 @@ def _check_pattern(pattern: str) -> None:
                             "{speaker} and {utterance}") from None
 
 
+CORPUS = Corpus(licence="CC BY 4.0", hf_licence="cc-by-4.0", homepage="https://spandh.dcs.shef.ac.uk/gridcorpus/")
+
 READER = Reader(
     name="grid", read=read_grid,
     description="GRID folder: SPEAKER/UTTERANCE.mpg with alignments (release layout or beside) (visual_tts)",
@@ -112,4 +114,5 @@ READER = Reader(
                      f"alignment path under the corpus folder (default {ALIGN_RELEASE} when alignments/ exists, "
                      f"else {ALIGN_BESIDE})"),
     ),
+    corpus=CORPUS,
 )

@@ -15,7 +15,7 @@ from manifests.readers.common import (
     relative_to_root,
     sanitize_clip_id,
 )
-from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Reader
+from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Corpus, Reader
 from manifests.schema import Clip
 from manifests.validate import MAX_LISTED, ManifestError
 
@@ -75,8 +75,11 @@ def read_libritts(root: str | Path, *, dataset: str = "libritts", split: Optiona
     return clips
 
 
+CORPUS = Corpus(licence="CC BY 4.0", hf_licence="cc-by-4.0", homepage="https://www.openslr.org/60/")
+
 READER = Reader(
     name="libritts", read=read_libritts,
     description="LibriTTS folder (or one split folder): SPEAKER/CHAPTER/ID.wav with transcripts beside (tts)",
     options=(DATASET, SPLIT, DATA_ROOT),
+    corpus=CORPUS,
 )

@@ -13,7 +13,7 @@ from manifests.readers.common import (
     relative_to_root,
     sanitize_clip_id,
 )
-from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Reader
+from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Corpus, Reader
 from manifests.schema import Clip
 
 
@@ -52,7 +52,11 @@ def read_ljspeech(root: str | Path, *, dataset: str = "ljspeech", split: Optiona
     return clips
 
 
+CORPUS = Corpus(licence="public domain (as the LJ Speech release states)", hf_licence="other",
+                homepage="https://keithito.com/LJ-Speech-Dataset/")
+
 READER = Reader(
     name="ljspeech", read=read_ljspeech, description="LJSpeech folder: metadata.csv and wavs/ID.wav (tts)",
     options=(DATASET, SPLIT, DATA_ROOT),
+    corpus=CORPUS,
 )

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 from manifests.readers.common import Transcript, TranscriptFn, check_split, read_text_or_none
 from manifests.readers.id_lists import clips_from_ids, read_id_list
-from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Reader, ReaderOption
+from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Corpus, Reader, ReaderOption
 from manifests.readers.words import DEFAULT_MAX_SECONDS, split_clip
 from manifests.schema import Clip, Word
 from manifests.validate import ManifestError
@@ -85,6 +85,9 @@ def read_lrs2_list(list_path: str | Path, *, media_root: str | Path, dataset: st
     return [piece for clip in clips for piece in split_clip(clip, max_seconds)]
 
 
+CORPUS = Corpus(licence="BBC research licence: non-commercial research only, by agreement with BBC R&D",
+                hf_licence="other", homepage="https://www.robots.ox.ac.uk/~vgg/data/lip_reading/lrs2.html")
+
 READER = Reader(
     name="lrs2", read=read_lrs2_list,
     description="LRS2-style list of VIDEO/UTTERANCE ids under a media root (visual_tts); long clips cut at words",
@@ -97,4 +100,5 @@ READER = Reader(
                      "cut clips whose timed words run longer into pieces at word boundaries (default 10, extract's "
                      "decode.max_seconds)"),
     ),
+    corpus=CORPUS,
 )

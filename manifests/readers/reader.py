@@ -27,6 +27,16 @@ class ReaderOption:
 
 
 @dataclass(frozen=True)
+class Corpus:
+    """What a public corpus says about itself: its licence as its release states it, the Hugging Face licence id
+    closest to it (`other` when none fits), and where it is published. Dataset cards quote it."""
+
+    licence: str
+    hf_licence: str
+    homepage: str
+
+
+@dataclass(frozen=True)
 class Reader:
     """A corpus layout `pipeline manifest build FORMAT` understands."""
 
@@ -35,6 +45,7 @@ class Reader:
     description: str
     options: tuple[ReaderOption, ...]
     takes_defaults: bool = False  # read(source, defaults=...) fills the `--set` columns itself
+    corpus: Corpus | None = None  # the public corpus of this layout (None: a generic layout, any corpus)
 
     def missing_message(self, option: ReaderOption) -> str:
         return option.missing or f"{self.name} needs {option.flag}"

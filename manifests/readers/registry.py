@@ -9,10 +9,11 @@ import pyarrow as pa
 
 from manifests.readers.common import apply_defaults
 from manifests.readers.grid import READER as GRID
+from manifests.readers.lhotse import READER as LHOTSE
 from manifests.readers.libritts import READER as LIBRITTS
 from manifests.readers.ljspeech import READER as LJSPEECH
 from manifests.readers.lrs2 import READER as LRS2
-from manifests.readers.reader import Reader
+from manifests.readers.reader import Corpus, Reader
 from manifests.readers.reference import READER as REFERENCE
 from manifests.readers.table import READER as TABLE
 from manifests.readers.vggsound import READER as VGGSOUND
@@ -21,8 +22,15 @@ from manifests.validate import ManifestError, validate_table
 
 # In the order `pipeline manifest build --help` lists them.
 FORMATS: dict[str, Reader] = {reader.name: reader
-                              for reader in (LJSPEECH, LIBRITTS, VGGSOUND, LRS2, GRID, TABLE, REFERENCE)}
+                              for reader in (LJSPEECH, LIBRITTS, VGGSOUND, LRS2, GRID, LHOTSE, TABLE, REFERENCE)}
 READERS: dict[str, Callable[..., list[Clip] | pa.Table]] = {name: reader.read for name, reader in FORMATS.items()}
+
+
+def corpus_of(dataset: str | None) -> Corpus | None:
+    """The public corpus a manifest's `dataset` value names (each reader's default dataset is its format's name),
+    or None for a name no reader declares (the table, reference and lhotse layouts carry any corpus)."""
+    reader = FORMATS.get(dataset or "")
+    return reader.corpus if reader is not None else None
 
 
 def build_manifest(format: str, source: str | Path, *, defaults: dict[str, Any] | None = None,

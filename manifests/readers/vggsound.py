@@ -14,7 +14,7 @@ from manifests.readers.common import (
     relative_to_root,
     sanitize_clip_id,
 )
-from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Reader, ReaderOption
+from manifests.readers.reader import DATA_ROOT, DATASET, SPLIT, Corpus, Reader, ReaderOption
 from manifests.schema import Clip
 from manifests.splits import canonical_split
 from manifests.validate import ManifestError
@@ -86,6 +86,9 @@ def read_vggsound(csv_path: str | Path, *, video_dir: str | Path, dataset: str =
     return clips
 
 
+CORPUS = Corpus(licence="CC BY 4.0 for the annotations; the clips are YouTube videos under their uploaders' terms",
+                hf_licence="other", homepage="https://www.robots.ox.ac.uk/~vgg/data/vggsound/")
+
 READER = Reader(
     name="vggsound", read=read_vggsound, description="VGGSound csv and a folder of its pre-cut clips (v2s)",
     options=(
@@ -94,4 +97,5 @@ READER = Reader(
         ReaderOption("filename_pattern", "--pattern",
                      "video file name pattern (default {youtube_id}_{start:06d}.mp4)"),
     ),
+    corpus=CORPUS,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import cluster, tools
+from pipeline.cli import cluster, outputs, tools
 from pipeline.cli.manifest import manifest_app
 from pipeline.cli.run import run_app
 
@@ -18,6 +18,11 @@ app.command("inspect", epilog=tools.INSPECT_EPILOG)(tools.inspect_cmd)
 app.command("sample-corpus", epilog=tools.SAMPLE_CORPUS_EPILOG)(tools.sample_corpus_cmd)
 app.command("make-test-models", epilog=tools.MAKE_TEST_MODELS_EPILOG)(tools.make_test_models_cmd)
 app.command("demo", epilog=tools.DEMO_EPILOG)(tools.demo_cmd)
+app.command("export", epilog=outputs.EXPORT_EPILOG)(outputs.export_cmd)
+app.command("card", epilog=outputs.CARD_EPILOG)(outputs.card_cmd)
+app.add_typer(outputs.models_app, name="models")
+run_app.command("generate-batch", epilog=outputs.GENERATE_BATCH_EPILOG)(outputs.generate_batch_cmd)
+run_app.command("evaluate", epilog=outputs.EVALUATE_EPILOG)(outputs.evaluate_cmd)
 
 app.command("submit", context_settings=cluster.PASS_THROUGH, epilog=cluster.SUBMIT_EPILOG)(cluster.submit_cmd)
 app.add_typer(cluster.jobs_app, name="jobs")

@@ -103,6 +103,8 @@ def _reader_arguments(ctx: typer.Context, reader: Reader, set_: list[str]) -> tu
         "pipeline manifest build table clips.csv --map clip_id=id --map video_path=file --set task=v2s "
         "--out m.parquet\n\n"
         "pipeline manifest build reference filelists/train.txt --set task=visual_tts --out ref.parquet\n\n"
+        "pipeline manifest build lhotse librispeech_cuts_dev-clean.jsonl.gz --dataset librispeech --split valid "
+        "--out ls.parquet\n\n"
         "Formats:\n\n" + "\n\n".join(f"{reader.name}: {reader.description}" for reader in FORMATS.values())
     ),
 )
@@ -121,6 +123,7 @@ def build(
     align_pattern: Optional[str] = typer.Option(None, "--align-pattern", help=_option_help("--align-pattern")),
     max_seconds: Optional[str] = typer.Option(None, "--max-seconds", help=_option_help("--max-seconds")),
     map_: list[str] = typer.Option([], "--map", help=_option_help("--map")),
+    supervisions: Optional[Path] = typer.Option(None, "--supervisions", help=_option_help("--supervisions")),
     set_: list[str] = typer.Option([], "--set", help="column=value filling empty cells (repeatable), e.g. task=v2s."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help=_option_help("--dataset")),
     split: Optional[str] = typer.Option(None, "--split", help=_option_help("--split")),

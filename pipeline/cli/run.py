@@ -7,12 +7,13 @@ typo fails on the laptop, not on the cluster tonight.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import typer
 
 from manifests.errors import UsageError
 from pipeline.cli.common import print_summary, reported_errors, row_progress
+from pipeline.cli.config_options import PRINT_CONFIG_OPTION, SET_OPTION, job_config
 from pipeline.cli.train import train_app
 from pipeline.jobs.runner import RunOptions
 
@@ -26,6 +27,8 @@ run_app.add_typer(train_app)  # pretrain, finetune, generate join `pipeline run`
   pipeline run extract --manifest data/manifest.parquet --data-root data --out out/extract --visual-model models/clip-vit-base-patch16
 
   pipeline run extract --manifest m.parquet --data-root /mnt/corpus --out /mnt/shards --config extract.yaml --address ray://head:10001
+
+  pipeline run extract --manifest m.parquet --data-root data --out out/x --config configs/extract.yaml --set shard_size=64 --print-config
 
 Re-running the same command resumes: finished shards are kept (a missing or damaged one is redone), only missing work is done; a manifest with new rows adds shards for those rows only; rows edited since are reported (--redo-changed redoes their shards).""")  # noqa: E501 - examples are kept whole
 def run_extract_cmd(
@@ -41,15 +44,16 @@ def run_extract_cmd(
                                 "units whose shard is damaged (sizes are always compared)."),
     redo_changed: bool = typer.Option(False, "--redo-changed", help="Redo finished units whose input rows were "
                                       "edited since (otherwise they are only reported)."),
+    set_values: List[str] = SET_OPTION,
+    print_config: bool = PRINT_CONFIG_OPTION,
 ) -> None:
     """Extract 10 fps visual features, loudness-normalised audio, log-mel, phonemes (and latents) into shards."""
-    from pipeline.config import load_config
     from pipeline.jobs.extract import ExtractConfig, run_extract
 
+    cfg = job_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,
+                                             "latent.vae_dir": str(vae) if vae else None, "shard_size": shard_size},
+                     set_values, print_config)
     with reported_errors(FileNotFoundError, ValueError):
-        cfg = load_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,
-                                                  "latent.vae_dir": str(vae) if vae else None,
-                                                  "shard_size": shard_size})
         with row_progress("extract") as progress:
             report = run_extract(manifest=manifest, data_root=data_root, out_dir=out, config=cfg, address=address,
                                  progress=progress, options=RunOptions(verify=verify, redo_changed=redo_changed))
@@ -77,14 +81,15 @@ def run_synth_mix_cmd(
                                 "units whose shard is damaged (sizes are always compared)."),
     redo_changed: bool = typer.Option(False, "--redo-changed", help="Redo finished units whose input rows were "
                                       "edited since (otherwise they are only reported)."),
+    set_values: List[str] = SET_OPTION,
+    print_config: bool = PRINT_CONFIG_OPTION,
 ) -> None:
     """Mix speech over environmental sound at feature level (waveform mix, re-derived mel, mixed visual features)."""
-    from pipeline.config import load_config
     from pipeline.jobs.synth_mix import SynthMixConfig, run_synth_mix
 
+    cfg = job_config(SynthMixConfig, config, {"count": count, "seed": seed, "shard_size": shard_size,
+                                              "vae_dir": str(vae) if vae else None}, set_values, print_config)
     with reported_errors(FileNotFoundError, ValueError):
-        cfg = load_config(SynthMixConfig, config, {"count": count, "seed": seed, "shard_size": shard_size,
-                                                   "vae_dir": str(vae) if vae else None})
         with row_progress("synth-mix") as progress:
             report = run_synth_mix(speech_dirs=speech, sound_dirs=sound, out_dir=out, config=cfg, address=address,
                                    progress=progress, options=RunOptions(verify=verify, redo_changed=redo_changed))

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, List, Optional
 import typer
 
 from pipeline.cli.common import console, fail, reported_errors
+from pipeline.cli.config_options import PRINT_CONFIG_OPTION, SET_OPTION, job_config
 
 train_app = typer.Typer(help="Train VSSFlow on shards and generate audio with it.", no_args_is_help=True)
 
@@ -107,16 +108,17 @@ def print_train_summary(report: dict[str, Any], sources: Optional[dict[str, str]
                   f"report: {Path(report['out']) / 'report.json'}")
 
 
-def _config(path: Optional[Path], flags: dict[str, Any]):
-    """The TrainConfig of defaults <- the YAML file <- the flags given, and how this command set each field it set:
-    {"lr": "flag", "warmup_steps": "config", ...}."""
+def _config(path: Optional[Path], flags: dict[str, Any], sets: List[str], print_config: bool):
+    """The TrainConfig of defaults <- the YAML file <- the flags and --set values given, and how this command set each
+    field it set: {"lr": "flag", "warmup_steps": "config", ...}."""
     import yaml
 
     from model.train_config import TrainConfig
-    from pipeline.config import load_config
+    from pipeline.config import parse_assignments
 
-    cfg = load_config(TrainConfig, path, flags)
+    cfg = job_config(TrainConfig, path, flags, sets, print_config)
     sources = {key: "config" for key in (yaml.safe_load(path.read_text()) or {})} if path is not None else {}
+    sources.update({key.split(".")[0]: "flag" for key in parse_assignments(sets)})
     sources.update({key: "flag" for key, value in flags.items() if value is not None})
     return cfg, sources
 
@@ -179,12 +181,14 @@ def pretrain_cmd(
     use_gpu: bool = typer.Option(False, help="One GPU per training worker (or this process's GPU)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster for --num-workers; "
                                           "default: an embedded Ray."),
+    set_values: List[str] = SET_OPTION,
+    print_config: bool = PRINT_CONFIG_OPTION,
 ) -> None:
     """Joint pretraining on V2S, VisualTTS and TTS shards (task mix by sample count unless task_weights is set)."""
     with reported_errors(ValueError):
         cfg, sources = _config(config, {"preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
                                         "warmup_steps": warmup_steps, "ema": ema, "ema_decay": ema_decay,
-                                        "num_workers": loader_workers})
+                                        "num_workers": loader_workers}, set_values, print_config)
     _train("pretrain", num_workers, use_gpu, address, sources, data_dirs=list(data), out=out, config=cfg)
 
 
@@ -214,12 +218,14 @@ def finetune_cmd(
     num_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process)."),
     use_gpu: bool = typer.Option(False, help="One GPU per training worker (or this process's GPU)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster for --num-workers."),
+    set_values: List[str] = SET_OPTION,
+    print_config: bool = PRINT_CONFIG_OPTION,
 ) -> None:
     """Joint sound+speech fine-tuning on synthetic mixtures (and real joint clips) from a pretraining checkpoint."""
     with reported_errors(ValueError):
         cfg, sources = _config(config, {"steps": steps, "batch_size": batch_size, "lr": lr,
                                         "warmup_steps": warmup_steps, "num_workers": loader_workers,
-                                        "video_frame_mask_p": video_frame_mask})
+                                        "video_frame_mask_p": video_frame_mask}, set_values, print_config)
     _train("finetune", num_workers, use_gpu, address, sources, init_ckpt=init, mix_dirs=list(data),
            real_joint_dirs=list(real_joint), synthetic_ratio=synthetic_ratio, out=out, config=cfg)
 

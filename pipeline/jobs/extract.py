@@ -31,6 +31,7 @@ from stages.base import Row
 from stages.decode import DecodeConfig
 from stages.format.contract import ContractError, FeatureContract
 from stages.latent import LatentConfig
+from stages.model_dir import resolve_model_dir
 from stages.phonemes import PhonemeConfig
 from stages.speech_span import VadConfig
 from stages.visual import VisualConfig, describe_clip_dir
@@ -61,7 +62,8 @@ def visual_info(config: ExtractConfig) -> dict[str, Any]:
     if not config.visual.model_dir:
         raise ContractError("no visual model given: pass --visual-model DIR (a local CLIP directory in the "
                             "Hugging Face layout), or set visual.model_dir in --config")
-    return {"name": config.visual.encoder, "model_dir": str(Path(config.visual.model_dir).expanduser().resolve()),
+    model_dir = resolve_model_dir(config.visual.model_dir, "visual model").resolve()   # a cached repo id: its folder
+    return {"name": config.visual.encoder, "model_dir": str(model_dir),
             "decode_size": config.decode.image_size, "resize": "squash", "feature": "pooler_output",
             "precision": config.visual.precision, **describe_clip_dir(config.visual.model_dir)}
 

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from manifests.atomic import atomic_write_parquet, atomic_write_text
+from pipeline.card import write_card
 from pipeline.jobs.assemble import REJECT_SCHEMA
 from pipeline.jobs.ledger import Ledger
 from stages.format.contract import FeatureContract
@@ -89,6 +90,7 @@ def finish_job(*, out_dir: Path, job: str, ledger: Ledger, contract: FeatureCont
         "versions": versions(),
     }
     atomic_write_text(ledger.report, json.dumps(report, indent=2, sort_keys=True, default=str))
+    write_card(out_dir)   # README.md (the dataset card) and wids-index.json, from the index just written
     ledger.append_run({"finished_at": report["finished_at"], "job": job, **report["this_run"],
                        "kept": kept, "rejected": rejected})
     return report

@@ -7,6 +7,8 @@
       rejects.parquet       one row per input row not written: clip_id, unit, stage, reason, detail
       report.json           counts, throughput, config, versions of the last run
       mixtures.parquet      synth-mix only: the planned recipes
+      README.md             the dataset card: one Hugging Face `datasets` config per task (pipeline/card.py)
+      wids-index.json       the shard list with sample counts, for random access with `wids`
       _work/                the resume ledger: plan-NNNNN.parquet, units/UUUUUU.{index,rejects}.parquet and
                             UUUUUU.done.json (written last), runs.jsonl; _work.lock beside it
 
@@ -105,6 +107,14 @@ class OutputDir:
     @property
     def recipes(self) -> Path:
         return self.root / "mixtures.parquet"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "README.md"
+
+    @property
+    def wids_index(self) -> Path:
+        return self.root / "wids-index.json"
 
     @property
     def work(self) -> Path:

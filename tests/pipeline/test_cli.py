@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pyarrow as pa
-import pytest
 from typer.testing import CliRunner
 
 from manifests.schema import Clip, write_manifest
@@ -12,13 +11,33 @@ from pipeline.cli.app import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["run", "extract"], ["manifest", "build"], ["inspect"],
-                                     ["sample-corpus"], ["demo"], ["make-test-models"]])
-def test_every_command_has_help_with_examples(command):
-    result = runner.invoke(app, [*command, "--help"])
-    assert result.exit_code == 0, result.output
-    if command not in ([], ["run"]):
-        assert "Example" in result.output, command
+def every_command() -> list[list[str]]:
+    """Every command path of the app, groups included (walked, so a new command cannot be forgotten here)."""
+    import typer
+
+    found, todo = [], [([], typer.main.get_command(app))]
+    while todo:
+        path, command = todo.pop()
+        found.append(path)
+        if hasattr(command, "commands"):   # a group
+            todo += [([*path, name], sub) for name, sub in command.commands.items()]
+    return sorted(found)
+
+
+def test_every_command_has_help_with_examples():
+    """Each help renders (a help text with rich markup like `[/X]` crashes it) and each leaf shows examples."""
+    import typer
+
+    commands = every_command()
+    assert ["export"] in commands and ["models", "check"] in commands and ["run", "evaluate"] in commands
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, (command, result.output)
+        target = typer.main.get_command(app)
+        for name in command:
+            target = target.commands[name]
+        if not hasattr(target, "commands"):
+            assert "Example" in result.output, command
 
 
 def run_extract_cli(*args):
@@ -79,6 +98,22 @@ def test_inspect_counts_one_sample_and_a_plot(extracted, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     result = runner.invoke(app, ["inspect", str(out), "--key", "nope"])
     assert result.exit_code == 1 and "no sample 'nope'" in result.output
+
+
+def test_the_plot_draws_every_timed_stream_a_later_contract_adds(extracted, tmp_path):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from pipeline.inspect import describe_sample, plot_sample, plot_streams
+
+    out, _ = extracted
+    sample = describe_sample(out, "visual_tts_enus_webmvp9_000")
+    assert plot_streams(sample["arrays"]) == ["mel", "video"]                  # phones: ids, not a time axis
+    before = plt.imread(plot_sample(sample, tmp_path / "before.png")).shape[0]
+    sample["arrays"]["lip"] = np.random.default_rng(0).normal(size=(25, 8)).astype(np.float16)
+    assert plot_streams(sample["arrays"]) == ["mel", "video", "lip"]
+    after = plt.imread(plot_sample(sample, tmp_path / "after.png")).shape[0]
+    assert after > before * 1.3                                                # one panel more
 
 
 def test_missing_vae_dir_fails_before_work(corpus, tiny_clip, tmp_path):

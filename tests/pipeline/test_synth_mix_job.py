@@ -6,6 +6,7 @@ import hashlib
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -216,3 +217,25 @@ def test_sound_labels_filter_and_voices_are_excluded_by_default(extracted, tmp_p
     assert set(pool(SourceFilter(exclude_labels=[])).values()) > set(default.values())
     assert set(pool(SourceFilter(labels=["dog*"])).values()) == {"dog barking"}  # unlabelled: out with an include
     assert label_mask(["A Choir", None, "rain"], None, ["*choir*"]) == [False, True, True]
+
+
+def test_a_mixture_output_has_a_card_datasets_loads_and_exports_on_its_sound_source_video(mixed, corpus, tmp_path):
+    import datasets
+    import soundfile as sf
+    from decord import VideoReader
+
+    import pipeline
+    from pipeline.export import export_sample
+
+    out, _ = mixed
+    card = (out / "README.md").read_text()
+    assert "config_name: joint" in card and "| synth_sound |" in card   # the sources' datasets, with their licences
+    loaded = datasets.load_dataset(str(out), "joint", cache_dir=str(tmp_path / "hf"))
+    assert sum(len(split) for split in loaded.values()) == 12
+    key = pq.read_table(out / "index.parquet")["key"][0].as_py()
+    made = export_sample(out, key, tmp_path / "listen", data_root=corpus.root)
+    sample = pipeline.open_output(out)[key]
+    wave, _ = sf.read(made["wav"], dtype="float32")
+    assert np.array_equal(wave, sample.audio)
+    video = VideoReader(made["mp4"])
+    assert abs(len(video) / video.get_avg_fps() - sample.meta["duration_s"]) <= 0.1

@@ -12,6 +12,17 @@ from manifests.validate import ManifestError
 from tests.manifests.helpers import REF_LINE, touch
 
 
+def lhotse_cuts(tmp_path):
+    from lhotse import AudioSource, CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    recording = Recording(id="r", sources=[AudioSource(type="file", channels=[0], source=str(tmp_path / "r.wav"))],
+                          sampling_rate=16000, num_samples=16000, duration=1.0)
+    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings([recording]), supervisions=SupervisionSet(
+        [SupervisionSegment(id="s", recording_id="r", start=0.0, duration=1.0, text="hi")]))
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    return tmp_path / "cuts.jsonl.gz"
+
+
 def test_build_manifest_dispatches_every_format(tmp_path, ljspeech, libritts, lrs2, grid):
     vgg = touch(tmp_path / "vgg.csv", "abc,1,dog,train\n")
     ref = touch(tmp_path / "ref.txt", REF_LINE.format(audio="a.wav", stem="a") + "\n")
@@ -24,6 +35,7 @@ def test_build_manifest_dispatches_every_format(tmp_path, ljspeech, libritts, lr
         "grid": (grid, {}),
         "table": (table_src, {"defaults": {"task": "v2s"}}),
         "reference": (ref, {"task": "tts"}),
+        "lhotse": (lhotse_cuts(tmp_path), {"data_root": tmp_path}),
     }
     assert set(calls) == set(READERS)
     for name, (source, kwargs) in calls.items():
