@@ -104,7 +104,7 @@ class MouthStage(Stage):
 
 
 class LipEncoderStage(Stage):
-    """row["lip"] uint8 [T, S, S] crops -> float16 [T, dim] features of a local TorchScript lip encoder."""
+    """row["lip"] uint8 [T, S, S] crops -> float16 [T, dim] features of a local lip encoder (TorchScript or HF)."""
 
     name = "lip_encoder"
 

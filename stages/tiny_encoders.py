@@ -83,3 +83,20 @@ def make_tiny_speaker_encoder(out_dir: str | os.PathLike, *, dim: int = 256, see
 
     torch.manual_seed(seed)
     return _save(TinySpeaker(), out_dir, {"kind": "speaker", "dim": dim, "name": "tiny-speaker"})
+
+
+def make_tiny_hf_lip_encoder(out_dir: str | os.PathLike, *, dim: int = 16, input_size: int = 88, window: int = 8,
+                             seed: int = 0) -> Path:
+    """A tiny randomly initialised VideoMAE (one grey channel, one frame per tubelet) in the Hugging Face layout."""
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    torch.manual_seed(seed)
+    config = VideoMAEConfig(image_size=input_size, patch_size=input_size // 4, num_channels=1, num_frames=window,
+                            tubelet_size=1, hidden_size=dim, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=2 * dim, use_mean_pooling=False)
+    config.vssflow = {"kind": "lip", "dim": dim, "input_size": input_size, "mean": 0.421, "std": 0.165,
+                      "name": "tiny-videomae-lip", "random_init": True}
+    out = Path(out_dir)
+    VideoMAEModel(config).save_pretrained(out, safe_serialization=True)
+    return out

@@ -100,6 +100,23 @@ def test_lip_encoder_features(encoders):
     assert describe_encoder_dir(encoders["lip"], "lip")["random_init"] is True
 
 
+def test_a_hugging_face_layout_lip_encoder(tmp_path):
+    from stages.tiny_encoders import make_tiny_hf_lip_encoder
+
+    model = make_tiny_hf_lip_encoder(tmp_path / "hf-lip", window=8)
+    info = describe_encoder_dir(model, "lip")
+    assert (info["format"], info["dim"], info["input_size"]) == ("hf", 16, 88)
+    stage = LipEncoderStage(model_dir=str(model), device="cpu")
+    crops = np.random.default_rng(2).integers(0, 255, (21, 88, 88), dtype=np.uint8)     # 2.6 windows of 8
+    [row] = stage([{"task": "visual_tts", "lip": crops}])
+    assert row["lip"].shape == (21, 16) and row["lip"].dtype == np.float16
+    [head] = stage([{"task": "visual_tts", "lip": crops[:16]}])                            # whole windows agree
+    assert np.allclose(head["lip"].astype(np.float32), row["lip"][:16].astype(np.float32), atol=1e-2)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(ModelDirError, match="has no weights"):
+        check_encoder_dir(model, "lip")
+
+
 def test_sync_encoder_windows_cover_the_clip(encoders):
     from stages.audio import encode_flac, quantize_pcm16
 
