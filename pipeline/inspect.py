@@ -44,6 +44,13 @@ def describe_output(out: Path) -> None:
     encoder = contract.video_encoder
     table.add_row("video", f"{contract.video_dim}-d {encoder['name']} at {contract.video_fps} fps"
                   + (" [RANDOM TEST ENCODER]" if encoder.get("random_init") else ""), "")
+    for name, stream in (contract.streams or {}).items():
+        shape = "x".join(str(n) for n in stream["frame_shape"])
+        table.add_row(name, f"{stream['dtype']} {shape} {stream['region']} at {stream['fps']:g} fps, "
+                      f"{stream['encoder']['name']}" + (" [RANDOM TEST ENCODER]" if stream["encoder"].get("random_init")
+                                                         else ""), "")
+    if contract.speaker:
+        table.add_row("speaker", f"{contract.speaker['dim']}-d {contract.speaker['encoder']['name']}", "")
     table.add_row("audio", f"{contract.sample_rate} Hz, mel {contract.n_mels} x {contract.mel_fps:g} fps"
                   + (f", latents {contract.latent['channels']}ch" if contract.latent else ""), "")
     console.print(table)
@@ -80,16 +87,17 @@ def describe_sample(out: Path, key: Optional[str]) -> dict[str, Any]:
 
 
 def plot_sample(sample: dict[str, Any], path: Path) -> Path:
-    """Mel spectrogram above the visual features, sharing one time axis in seconds."""
+    """Mel spectrogram above the visual features and the other temporal streams, sharing one time axis in seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    contract = sample["contract"]
-    mel, video = sample["arrays"]["mel"], sample["arrays"]["video"]
+    contract, arrays = sample["contract"], sample["arrays"]
+    mel = arrays["mel"]
     duration = sample["meta"]["duration_s"]
-    rows = 2 if video is not None else 1
+    streams = [(name, stream) for name, stream in contract.all_streams().items() if arrays.get(name) is not None]
+    rows = 1 + len(streams)
     fig, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
     ax = axes[0, 0]
     ax.imshow(mel.astype("float32").T, origin="lower", aspect="auto", extent=(0, len(mel) / contract.mel_fps, 0,
@@ -103,13 +111,12 @@ def plot_sample(sample: dict[str, Any], path: Path) -> Path:
     if span:
         for a in axes[:, 0]:
             a.axvspan(span[0], span[1], color="cyan", alpha=0.12, lw=0)
-    if video is not None:
-        ax = axes[1, 0]
-        feats = video.astype("float32")
-        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)  # z-score per dim: shows when the picture changes
-        ax.imshow(feats.T, origin="lower", aspect="auto", interpolation="nearest",
-                  extent=(0, len(video) / contract.video_fps, 0, video.shape[1]), cmap="coolwarm", vmin=-3, vmax=3)
-        ax.set_ylabel(f"visual dim, z-scored\n({contract.video_fps:g} fps)")
+    for ax, (name, stream) in zip(axes[1:, 0], streams):
+        values = arrays[name]
+        if values.ndim == 3:        # mouth crops [T, S, S]
+            _plot_mouth_opening(ax, values, arrays.get(f"{name}_valid"), stream["fps"])
+        else:
+            _plot_features(ax, values, stream["fps"], f"{name} dim, z-scored\n({stream['fps']:g} fps)")
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
     path = Path(path)
@@ -117,3 +124,26 @@ def plot_sample(sample: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_features(ax, values, fps: float, label: str) -> None:
+    """Features [T, D] as an image, z-scored per dim: shows when the input changes."""
+    feats = values.astype("float32")
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+    ax.imshow(feats.T, origin="lower", aspect="auto", interpolation="nearest",
+              extent=(0, len(values) / fps, 0, values.shape[1]), cmap="coolwarm", vmin=-3, vmax=3)
+    ax.set_ylabel(label)
+
+
+def _plot_mouth_opening(ax, crops, valid, fps: float) -> None:
+    """Mouth crops [T, S, S] as the darkness of each crop's centre (an open mouth is dark); face-less frames grey."""
+    import numpy as np
+
+    size = crops.shape[1]
+    centre = crops[:, int(0.34 * size):int(0.8 * size), int(0.23 * size):int(0.77 * size)].astype(np.float32)
+    t = np.arange(len(crops)) / fps                     # row i is the frame shown at i / fps
+    ax.plot(t, 255.0 - centre.mean(axis=(1, 2)), color="black", lw=1)
+    if valid is not None:
+        for i in np.flatnonzero(valid == 0):
+            ax.axvspan(t[i], t[i] + 1 / fps, color="grey", alpha=0.3, lw=0)
+    ax.set_ylabel(f"mouth opening\n(crop centre darkness,\n{fps:g} fps)")
