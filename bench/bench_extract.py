@@ -105,7 +105,8 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     open_output(out, JOB, contract, config)
     ledger = Ledger(out)
     plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
-    rows = plan.join(table, keys="clip_id").sort_by("position").to_pylist()
+    by_id = {r["clip_id"]: r for r in table.to_pylist()}        # (arrow joins refuse the nested `words` column)
+    rows = [{**by_id[p["clip_id"]], **p} for p in sorted(plan.to_pylist(), key=lambda p: p["position"])]
     sizes = unit_sizes(plan)
     assembler = UnitAssembler(job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
                               positions={r["clip_id"]: r["position"] for r in rows},
