@@ -2,11 +2,18 @@
 
     python bench/bench_extract.py --encoder tiny --clips 200
     python bench/bench_extract.py --encoder clip-b16 --clips 12
+    python bench/bench_extract.py --encoder tiny --clips 100 --streams all   # + lip, sync, speaker
 
 Reports clips/s and clip-seconds/s for: the Ray Data job end to end (driver + Ray workers, Ray start-up
 timed apart), the sequential loop (same stages, same shard writer), and from that loop's per-stage
 clocks decode alone and the visual encoder alone on the same frames; plus peak RSS of the whole
 process tree. Ratios are what matter: this machine is shared and noisy.
+
+`--streams` picks the time-sensitive conditions: `none` (the 10 fps CLIP stream only, as before they existed),
+`default` (mouth crops with the packaged face detector, Resemblyzer's speaker reference) or `all` (a tiny
+TorchScript lip encoder on the crops, a tiny synchrony encoder, the speaker reference). With streams it also
+reports the mouth stream's cost per clip-second of talking video (the `lip` stage's clock) and compares the job
+with the slowest encoder alone (the largest of the visual, lip_encoder, sync and speaker clocks).
 
 The manifest cycles the sample corpus's good clips under new ids (`<id>__r<k>`), so N clips cost N real
 decodes without generating N media files.
@@ -62,6 +69,21 @@ def make_encoder(kind: str, models: Path) -> Path:
     return path
 
 
+def stream_config(kind: str, models: Path) -> dict:
+    """ExtractConfig keyword arguments for --streams none, default or all."""
+    from stages.lip import LipConfig
+    from stages.speaker import SpeakerConfig
+    from stages.sync import SyncConfig
+    from stages.tiny_encoders import make_tiny_lip_encoder, make_tiny_sync_encoder
+
+    if kind == "none":
+        return {"lip": LipConfig(enabled=False), "speaker": SpeakerConfig(enabled=False)}
+    if kind == "default":
+        return {}
+    return {"lip": LipConfig(model_dir=str(make_tiny_lip_encoder(models / "tiny-lip"))),
+            "sync": SyncConfig(model_dir=str(make_tiny_sync_encoder(models / "tiny-sync")))}
+
+
 def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     """The same stages and shard writer in one plain loop, no Ray."""
     from manifests.validate import read_manifest
@@ -75,6 +97,7 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
         visual_stage,
     )
     from pipeline.jobs.ledger import Ledger
+    from pipeline.jobs.resume import input_hashes
     from pipeline.jobs.runner import open_output, unit_sizes
 
     table = read_manifest(manifest)
@@ -82,14 +105,15 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
     open_output(out, JOB, contract, config)
     ledger = Ledger(out)
     plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
-    rows = plan.join(table, keys="clip_id").sort_by("position").to_pylist()
+    by_id = {r["clip_id"]: r for r in table.to_pylist()}        # (arrow joins refuse the nested `words` column)
+    rows = [{**by_id[p["clip_id"]], **p} for p in sorted(plan.to_pylist(), key=lambda p: p["position"])]
     sizes = unit_sizes(plan)
     assembler = UnitAssembler(job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
                               positions={r["clip_id"]: r["position"] for r in rows},
-                              to_sample=extract_sample, to_index=extract_index)
+                              input_hashes=input_hashes(table), to_sample=extract_sample, to_index=extract_index)
     stages = cpu_stages(config, data_root) + [visual_stage(config)]
     clocks: dict[str, float] = {}
-    clip_seconds = frames = 0.0
+    clip_seconds = frames = talking_seconds = 0.0
     step = config.visual.rows_per_batch
     for i in range(0, len(rows), step):
         batch = [dict(r) for r in rows[i:i + step]]  # fresh dicts: stages add features to the rows they get
@@ -103,9 +127,12 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
                 frames += len(row["video"])
             if row["reject_reason"] is None:
                 clip_seconds += row["duration_s"]
+                if row.get("lip") is not None:
+                    talking_seconds += row["duration_s"]
             row.pop("audio", None)
             assembler.add(row)
-    return {"stage_seconds": clocks, "clip_seconds": clip_seconds, "frames": frames}
+    return {"stage_seconds": clocks, "clip_seconds": clip_seconds, "frames": frames,
+            "talking_seconds": talking_seconds}
 
 
 def precision_check(model: Path, corpus: Path) -> dict:
@@ -132,6 +159,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--streams", choices=["none", "default", "all"], default="none")
     args = parser.parse_args()
 
     from pipeline.demo.sample_corpus import make_sample_corpus
@@ -145,11 +173,13 @@ def main() -> None:
         make_sample_corpus(corpus, include_bad=False)
     manifest = make_manifest(corpus, args.clips, work / f"manifest_{args.clips}.parquet")
     model = make_encoder(args.encoder, work / "models")
-    config = ExtractConfig(visual=VisualConfig(model_dir=str(model)), shard_size=64)
-    result = {"encoder": args.encoder, "clips": args.clips}
+    config = ExtractConfig(visual=VisualConfig(model_dir=str(model)), shard_size=64,
+                           **stream_config(args.streams, work / "models"))
+    result = {"encoder": args.encoder, "clips": args.clips, "streams": args.streams}
+    tag = f"{args.encoder}_{args.clips}" + ("" if args.streams == "none" else f"_{args.streams}")
 
     if not args.skip_sequential:
-        out = work / f"seq_{args.encoder}_{args.clips}"
+        out = work / f"seq_{tag}"
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         with PeakRss() as rss:
@@ -162,11 +192,18 @@ def main() -> None:
                                   "clip_seconds_per_s": seq["clip_seconds"] / seq["stage_seconds"]["decode"]}
         result["encoder_alone"] = {"s": seq["stage_seconds"]["visual"],
                                    "frames_per_s": seq["frames"] / seq["stage_seconds"]["visual"]}
+        encoders = {k: v for k, v in seq["stage_seconds"].items() if k in ("visual", "lip_encoder", "sync", "speaker")}
+        slowest = max(encoders, key=encoders.get)
+        result["slowest_encoder_alone"] = {"stage": slowest, "s": encoders[slowest], "clocks": encoders}
+        if seq["talking_seconds"]:
+            lip_s = seq["stage_seconds"]["lip"]
+            result["mouth_stream"] = {"s": lip_s, "talking_clip_seconds": seq["talking_seconds"],
+                                      "s_per_clip_second": lip_s / seq["talking_seconds"]}
 
     if args.encoder == "clip-b16":
         result["bf16_vs_fp32"] = precision_check(model, corpus)
 
-    out = work / f"ray_{args.encoder}_{args.clips}"
+    out = work / f"ray_{tag}"
     shutil.rmtree(out, ignore_errors=True)
     with PeakRss() as rss:
         start = time.perf_counter()
@@ -187,8 +224,9 @@ def main() -> None:
     if "sequential" in result:
         result["speedup_vs_sequential"] = result["sequential"]["wall_s"] / wall
         result["ray_vs_encoder_alone"] = wall / result["encoder_alone"]["s"]
+        result["ray_vs_slowest_encoder_alone"] = wall / result["slowest_encoder_alone"]["s"]
     print(json.dumps(result, indent=2))
-    (work / f"result_{args.encoder}_{args.clips}.json").write_text(json.dumps(result, indent=2))
+    (work / f"result_{tag}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

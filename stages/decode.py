@@ -1,8 +1,10 @@
-"""Decode each media file once: 10 fps frames by presentation time, and 16 kHz mono audio.
+"""Decode each media file once: 10 fps frames by presentation time (and each extra stream's), 16 kHz mono audio.
 
 The clip is the common span of its video and audio (inside the optional trim window), cut to
 `max_seconds`. Frame i of the output is the frame on screen at time start + i/fps, found from the
 container's presentation timestamps, so variable frame rate works. decord applies rotation metadata.
+Extra temporal streams (the mouth stream at 25 fps, the synchrony stream) pick their frames by the same rule at
+their own rate, from the same read (`stages.frames`).
 
 Before any decoder opens a file, its first bytes must name a self-contained container
 (`manifests.media_sniff`): a playlist or concat list would make FFmpeg read other files. Only the window
@@ -29,6 +31,7 @@ from manifests.tasks import SPEECH_TASKS, VIDEO_TASKS
 from manifests.validate import time_problem
 from stages.base import Reject, Row, Stage
 from stages.format import rates
+from stages.frames import FrameNeed, frame_indices_at, read_stream_frames
 from stages.media_read import AudioSource, ContainerAudio, VideoSource, open_audio_file, open_video
 
 Seconds = float
@@ -71,21 +74,16 @@ def check_media_file(path: Path) -> str:
         raise Reject("unreadable_media", f"{path.name}: {e}") from None
 
 
-def frame_indices_at(times_s: np.ndarray, frame_starts_s: np.ndarray) -> np.ndarray:
-    """Index of the frame on screen at each time: the last frame whose presentation starts at or before it."""
-    idx = np.searchsorted(frame_starts_s, times_s + 1e-6, side="right") - 1
-    return np.clip(idx, 0, len(frame_starts_s) - 1)
-
-
 class DecodeStage(Stage):
     """Manifest row -> row["frames"] uint8 [T_v, S, S, 3] (video tasks) and row["audio"] float32 [N] at 16 kHz."""
 
     name = "decode"
 
-    def __init__(self, *, data_root: str, config: DecodeConfig = DecodeConfig()):
+    def __init__(self, *, data_root: str, config: DecodeConfig = DecodeConfig(), streams: tuple = ()):
         super().__init__()
         self.data_root = str(data_root)
         self.config = config
+        self.streams = tuple(streams)   # stages.frames.FrameNeed of the extra streams (lip, sync), read in one pass
 
     def _resolve(self, rel: Optional[str]) -> Optional[Path]:
         if rel is None:
@@ -111,7 +109,9 @@ class DecodeStage(Stage):
                 check_media_file(p)
         video = None
         if wants_video:
-            video = open_video(video_path, image_size=cfg.image_size, max_source_seconds=cfg.max_source_seconds)
+            # With extra streams the frames are decoded at their own size and shaped per stream (stages.frames).
+            size = None if self.streams else cfg.image_size
+            video = open_video(video_path, image_size=size, max_source_seconds=cfg.max_source_seconds)
         if audio_path is not None:
             audio = open_audio_file(audio_path, sample_rate=cfg.sample_rate,
                                     max_source_seconds=cfg.max_source_seconds)
@@ -150,11 +150,7 @@ class DecodeStage(Stage):
                          f"(audio {stated_audio:.3f}s, video {video.duration_s if video else None}s, start {start}s)")
         self._check_speech_span(row, end, start + span)
         row["audio"] = np.ascontiguousarray(wave[:n_samples], dtype=np.float32)
-        if video is not None:
-            times = start + np.arange(rates.frames_in(span, cfg.fps)) / cfg.fps
-            row["frames"] = video.frames(frame_indices_at(times, video.frame_starts_s))  # [T_v, S, S, 3] uint8
-        else:
-            row["frames"] = None
+        self._frames(row, video, start, span)
         row.update(
             duration_s=n_samples / rate,
             audio_duration_s=(first + len(wave) if truncated else audio.known_samples) / rate,
@@ -164,6 +160,20 @@ class DecodeStage(Stage):
             cut=bool(cut),
             truncated=truncated,
         )
+
+    def _frames(self, row: Row, video: Optional[VideoSource], start: Seconds, span: Seconds) -> None:
+        """row["frames"] uint8 [T_v, S, S, 3] at fps, and each extra stream's frames its task carries (else None)."""
+        cfg = self.config
+        row.update({need.key: None for need in self.streams}, frames=None)
+        if video is None:
+            return
+        if not self.streams:
+            times = rates.stream_times(start, span, cfg.fps)
+            row["frames"] = video.frames(frame_indices_at(times, video.frame_starts_s))  # [T_v, S, S, 3] uint8
+            return
+        needs = [FrameNeed("frames", cfg.fps, "rgb", cfg.image_size)]
+        needs += [need for need in self.streams if row["task"] in need.tasks]
+        row.update(read_stream_frames(video.frames, video.frame_starts_s, start, span, needs))
 
     def _check_decoded(self, got: int, wanted: int) -> bool:
         """True when decoding stopped short of the stated length (flag); a Reject below min_decoded_share."""

@@ -57,7 +57,7 @@ def resampled_length(frames: int, from_rate: int, to_rate: int) -> int:
 
 @dataclass
 class VideoSource:
-    reader: Any  # decord.VideoReader, frames resized to image_size x image_size
+    reader: Any  # decord.VideoReader, frames resized to image_size x image_size (or native)
     frame_starts_s: np.ndarray  # [N] presentation time of each frame
     duration_s: float  # end of the last frame, from the container's index (its stated length)
 
@@ -69,12 +69,14 @@ class VideoSource:
             raise Reject("unreadable_media", f"frames: {type(e).__name__}: {e}") from None
 
 
-def open_video(path: Path, *, image_size: int, max_source_seconds: float) -> VideoSource:
+def open_video(path: Path, *, image_size: Optional[int], max_source_seconds: float) -> VideoSource:
+    """The video of `path`, frames squashed to image_size x image_size by the decoder (None: native size)."""
     import decord
 
+    side = -1 if image_size is None else image_size
     try:
         # num_threads=1: decord's threaded decoder fails on VP9 ("Error sending packet", EAGAIN).
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=image_size, height=image_size, num_threads=1)
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=side, height=side, num_threads=1)
         n = len(reader)
         stamps = reader.get_frame_timestamp(np.arange(n)) if n else np.zeros((0, 2))
     except Exception as e:  # noqa: BLE001 - decord raises plain errors for corrupt containers

@@ -1,4 +1,4 @@
-"""Feature-level speech-plus-sound mixtures (docs/design.md, "Mixtures"): a recipe is data, rendering it is a pure function.
+"""Feature-level speech-plus-sound mixtures (docs/design.md, "Mixtures"): a recipe is data, rendering is a pure function.
 
 A `MixRecipe` names its two sources (shard + key), the speech offset, the speech-to-sound ratio and the
 visual mode; it is sampled on the driver from a generator seeded by (seed, mixture index), so results do
@@ -11,6 +11,9 @@ mixture's features with the same audio code as extract (loudness, PCM16, FLAC, l
 - a speech clip longer than the sound gets offset 0 and the sound is repeated (audio and video) to cover it;
 - visual features over the speech span: `add` (sum), `insert` (replace) or `sound_only` (keep the sound's);
   TTS speech has no video, so only `sound_only` applies;
+- `insert` also replaces the sound's audio under the speech span (recipes of version 2; version-1 recipes, made
+  before, keep the sound under the speech and re-render exactly as they were);
+- the lip, sync and speaker conditions follow the speech source (`stages.mix_streams`);
 - phoneme ids are kept; the speech span moves by the offset.
 """
 
@@ -36,12 +39,15 @@ from stages.audio import (
 )
 from stages.base import Reject, Row, Stage
 from stages.format import rates
+from stages.format.contract import STREAM_ROW_KEYS
 from stages.format.layout import shard_problem
 from stages.format.shard_io import ShardReader, decode_sample
+from stages.mix_streams import mix_streams, speech_mask
 
 Seconds = float
 Decibels = float
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2            # 2: `insert` replaces the sound's audio under the speech span
+RECIPE_VERSIONS = (1, 2)      # version-1 recipes (made before) render as they always did
 MODES = ("add", "insert", "sound_only")
 SNR_DB_RANGE = (-30.0, 60.0)   # beyond it one source is inaudible (or clipped away): not a mixture any more
 
@@ -89,8 +95,9 @@ class MixRecipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MixRecipe":
-        if data.get("schema_version", RECIPE_VERSION) != RECIPE_VERSION:
-            raise ValueError(f"mix recipe schema_version {data.get('schema_version')} is not {RECIPE_VERSION}")
+        if data.get("schema_version", RECIPE_VERSION) not in RECIPE_VERSIONS:
+            raise ValueError(f"mix recipe schema_version {data.get('schema_version')} is not one of "
+                             f"{RECIPE_VERSIONS}")
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -134,8 +141,9 @@ def _source_rows(times_s: np.ndarray, duration_s: float, n_rows: int, fps: float
 
 
 def render_mixture(recipe: MixRecipe, speech: dict, sound: dict, *, logmel: LogMel, loudness: LoudnessConfig,
-                   video_fps: float) -> dict[str, Any]:
-    """Decoded source samples (stages.shard_io.decode_sample) -> the mixture's features and metadata."""
+                   video_fps: float, streams: Optional[dict] = None, speaker: Optional[dict] = None) -> dict[str, Any]:
+    """Decoded source samples (stages.shard_io.decode_sample) -> the mixture's features and metadata; `streams`
+    and `speaker` are the contract's extra streams and speaker reference (stages.mix_streams)."""
     rate = logmel.config.sample_rate
     sp, sp_rate = decode_flac(speech["flac"])
     so, so_rate = decode_flac(sound["flac"])
@@ -157,6 +165,9 @@ def render_mixture(recipe: MixRecipe, speech: dict, sound: dict, *, logmel: LogM
     if not (math.isfinite(speech_lufs) and math.isfinite(sound_lufs)):
         raise Reject("silent_source", f"speech {speech_lufs} LUFS, sound {sound_lufs} LUFS")
     sound_gain_db = speech_lufs - recipe.snr_db - sound_lufs
+    a, b = speech["meta"].get("speech_span_s") or [0.0, speech["meta"]["duration_s"]]
+    if recipe.mode == "insert" and recipe.schema_version >= 2:   # the speech replaces the sound under its span
+        sound_wave = sound_wave * speech_mask(n_mix, rate, recipe.offset_s + a, recipe.offset_s + b)
     mixed = (speech_wave.astype(np.float64) + sound_wave * 10 ** (sound_gain_db / 20)).astype(np.float32)
     mixed, info = normalize_loudness(mixed, rate, loudness)
     wave = quantize_pcm16(mixed)
@@ -178,7 +189,6 @@ def render_mixture(recipe: MixRecipe, speech: dict, sound: dict, *, logmel: LogM
         else:
             video[start:start + k] = speech_video[:k]
 
-    a, b = speech["meta"].get("speech_span_s") or [0.0, speech["meta"]["duration_s"]]
     meta = {
         "clip_id": recipe.key, "task": "joint", "dataset": "synth_mix", "split": speech["meta"].get("split"),
         "speaker": speech["meta"].get("speaker"), "transcript": speech["meta"].get("transcript"),
@@ -191,9 +201,11 @@ def render_mixture(recipe: MixRecipe, speech: dict, sound: dict, *, logmel: LogM
                    "sources": {"speech": {"dataset": speech["meta"].get("dataset"), "task": speech["meta"]["task"]},
                                "sound": {"dataset": sound["meta"].get("dataset"), "task": sound["meta"]["task"]}}},
     }
+    conditions = mix_streams(speech, sound, streams=streams, speaker=speaker, mode=recipe.mode,
+                             offset_s=recipe.offset_s, span_s=(a, b), duration_s=duration)
     return {"meta_json": json.dumps(meta, allow_nan=False), "audio": wave, "flac": encode_flac(wave, rate),
             "mel": logmel(wave).astype(np.float16), "video": video, "phone_ids": speech["arrays"]["phones"],
-            "duration_s": duration}
+            "duration_s": duration, **{STREAM_ROW_KEYS[member]: a for member, a in conditions.items()}}
 
 
 class MixStage(Stage):
@@ -202,9 +214,11 @@ class MixStage(Stage):
     name = "mix"
 
     def __init__(self, *, mel: MelConfig, loudness: LoudnessConfig, video_fps: float,
-                 shard_checks: Optional[dict[str, tuple]] = None):
+                 shard_checks: Optional[dict[str, tuple]] = None, streams: Optional[dict] = None,
+                 speaker: Optional[dict] = None):
         super().__init__()
         self.mel, self.loudness, self.video_fps = mel, loudness, video_fps
+        self.streams, self.speaker = streams, speaker   # the sources' contract: extra streams, speaker reference
         self.shard_checks = dict(shard_checks or {})   # shard path -> (size, sha256) recorded by its ledger
 
     def setup(self) -> None:
@@ -233,4 +247,4 @@ class MixStage(Stage):
         speech = self.load(recipe.speech_shard, recipe.speech_key)
         sound = self.load(recipe.sound_shard, recipe.sound_key)
         row.update(render_mixture(recipe, speech, sound, logmel=self.logmel, loudness=self.loudness,
-                                  video_fps=self.video_fps))
+                                  video_fps=self.video_fps, streams=self.streams, speaker=self.speaker))

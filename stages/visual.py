@@ -1,7 +1,10 @@
 """Visual features at 10 fps from a CLIP vision tower loaded from a local directory.
 
 Encoders are pluggable by name (`ENCODERS`). The only production encoder is CLIP through transformers
-(default `openai/clip-vit-base-patch16`, 768-d pooled output). `make_tiny_clip` builds a small randomly
+(default `openai/clip-vit-base-patch16`, 768-d). `feature` picks what a frame becomes: `pooler_output` (the class
+token after the final layer norm, the default: what every output made so far holds, so it stays comparable with
+them and with checkpoints trained on them) or `cls_pre_ln` (the class token before that layer norm, as VSSFlow's
+reference code takes it). `make_tiny_clip` builds a small randomly
 initialised CLIP of the same interface for tests and the demo; its config carries
 `vssflow_random_init: true` and `dataset.json` says so.
 """
@@ -23,6 +26,7 @@ from stages.model_dir import ModelDirError, check_model_dir, read_model_config
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")   # a whole CLIP model, or its vision tower alone
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+FEATURES = ("pooler_output", "cls_pre_ln")
 
 
 def describe_clip_dir(model_dir: str | os.PathLike) -> dict:
@@ -51,8 +55,11 @@ class VisualConfig:
     num_threads: Optional[int] = None  # torch threads in a CPU encoder actor; None = every core of the node
     actors: Optional[int] = None    # encoder actor pool size (split placement); None = one per GPU
     placement: str = "auto"         # auto: "split" when the cluster has GPUs, else "fused" (pipeline/jobs/extract.py)
+    feature: str = "pooler_output"  # or "cls_pre_ln": the class token before the final layer norm (the reference's)
 
     def __post_init__(self) -> None:
+        if self.feature not in FEATURES:
+            raise ValueError(f"visual.feature must be one of {FEATURES}, not {self.feature!r}")
         if self.placement not in ("auto", "split", "fused"):
             raise ValueError(f"placement must be auto, split or fused, not {self.placement!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -64,16 +71,21 @@ class VisualConfig:
 
 
 class ClipEncoder:
-    """CLIP vision tower -> pooled (post-layernorm CLS) features, [N, hidden_size]."""
+    """CLIP vision tower -> class-token features [N, hidden_size]: after the final layer norm (pooler_output) or
+    before it (cls_pre_ln)."""
 
     name: ClassVar[str] = "clip"
 
-    def __init__(self, model_dir: str, *, device: str = "auto", precision: str = "auto"):
+    def __init__(self, model_dir: str, *, device: str = "auto", precision: str = "auto",
+                 feature: str = "pooler_output"):
         import torch
         from transformers import CLIPVisionConfig, CLIPVisionModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # one bar per worker per load is noise; jobs show their own progress
+        if feature not in FEATURES:
+            raise ValueError(f"visual feature must be one of {FEATURES}, not {feature!r}")
+        self.feature = feature
         self.model_dir = str(check_model_dir(model_dir))
         self.device = pick_device(device)
         self.config = CLIPVisionConfig.from_pretrained(self.model_dir, local_files_only=True)
@@ -107,7 +119,7 @@ class ClipEncoder:
             "model_dir": self.model_dir,
             "dim": self.dim,
             "image_size": self.image_size,
-            "feature": "pooler_output",
+            "feature": self.feature,
             "precision": self.precision,
             "random_init": bool(getattr(self.config, "vssflow_random_init", False)),
         }
@@ -123,7 +135,9 @@ class ClipEncoder:
         x = (x - self.mean) / self.std
         with torch.inference_mode(), torch.autocast(self.device, dtype=torch.bfloat16,
                                                     enabled=self.precision == "bf16"):
-            out = self.model(pixel_values=x).pooler_output  # [N, D]
+            out = self.model(pixel_values=x)
+            # last_hidden_state is the encoder's output before post_layernorm; pooler_output is its class token after
+            out = out.pooler_output if self.feature == "pooler_output" else out.last_hidden_state[:, 0]  # [N, D]
         return out.float().cpu().numpy()
 
 
@@ -175,8 +189,9 @@ class VisualEncoderStage(Stage):
     name = "visual"
 
     def __init__(self, *, encoder: str = "clip", model_dir: str, batch_frames: int = 64, device: str = "auto",
-                 precision: str = "auto", num_threads: Optional[int] = None):
+                 precision: str = "auto", num_threads: Optional[int] = None, feature: str = "pooler_output"):
         super().__init__()
+        self.feature = feature
         self.encoder_name, self.model_dir = encoder, str(model_dir)
         self.batch_frames, self.device, self.precision = batch_frames, device, precision
         self.num_threads = num_threads
@@ -187,7 +202,8 @@ class VisualEncoderStage(Stage):
 
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
-        self.encoder = load_encoder(self.encoder_name, self.model_dir, device=self.device, precision=self.precision)
+        self.encoder = load_encoder(self.encoder_name, self.model_dir, device=self.device, precision=self.precision,
+                                    feature=self.feature)
 
     def process_batch(self, rows: list[Row]) -> None:
         with_frames = [r for r in rows if r.get("frames") is not None]

@@ -37,6 +37,10 @@ def run_extract_cmd(
     out: Path = typer.Option(..., help="Output folder: shards/, index.parquet, rejects.parquet, report.json, dataset.json."),  # noqa: E501
     visual_model: Optional[Path] = typer.Option(None, help="Local CLIP directory (Hugging Face layout); overrides the config."),  # noqa: E501
     vae: Optional[Path] = typer.Option(None, help="Local diffusers AutoencoderKL directory: also store VAE latents."),
+    lip_model: Optional[Path] = typer.Option(None, help="Local TorchScript lip encoder: store its features of the "
+                                             "mouth crops instead of the crops."),
+    sync_model: Optional[Path] = typer.Option(None, help="Local TorchScript synchrony encoder: also store the "
+                                              "sync stream."),
     config: Optional[Path] = typer.Option(None, help="YAML config (keys of pipeline.jobs.extract.ExtractConfig)."),
     shard_size: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 256)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address; default: embedded Ray."),  # noqa: E501
@@ -51,7 +55,10 @@ def run_extract_cmd(
     from pipeline.jobs.extract import ExtractConfig, run_extract
 
     cfg = job_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,
-                                             "latent.vae_dir": str(vae) if vae else None, "shard_size": shard_size},
+                                             "latent.vae_dir": str(vae) if vae else None,
+                                             "lip.model_dir": str(lip_model) if lip_model else None,
+                                             "sync.model_dir": str(sync_model) if sync_model else None,
+                                             "shard_size": shard_size},
                      set_values, print_config)
     with reported_errors(FileNotFoundError, ValueError):
         with row_progress("extract") as progress:

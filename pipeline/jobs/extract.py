@@ -29,11 +29,14 @@ from pipeline.jobs.runner import JobSpec, RunOptions, check_job_sizes, run_job
 from stages.audio import LoudnessConfig, MelConfig
 from stages.base import Row
 from stages.decode import DecodeConfig
-from stages.format.contract import ContractError, FeatureContract
+from stages.format.contract import STREAM_ROW_KEYS, ContractError, FeatureContract, stream_members
 from stages.latent import LatentConfig
+from stages.lip import LipConfig
 from stages.model_dir import resolve_model_dir
 from stages.phonemes import PhonemeConfig
+from stages.speaker import SpeakerConfig
 from stages.speech_span import VadConfig
+from stages.sync import SyncConfig
 from stages.visual import VisualConfig, describe_clip_dir
 
 JOB = "extract"
@@ -48,6 +51,9 @@ class ExtractConfig:
     latent: LatentConfig = field(default_factory=LatentConfig)
     phonemes: PhonemeConfig = field(default_factory=PhonemeConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    lip: LipConfig = field(default_factory=LipConfig)               # the mouth-region stream (enabled by default)
+    sync: SyncConfig = field(default_factory=SyncConfig)            # the synchrony stream (off without a model)
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)   # the speaker reference (enabled by default)
     shard_size: int = 256           # rows per work unit; one unit = one shard
     rows_per_task: int = 4          # rows per Ray call of the CPU stages (decode, audio, phonemes)
     cpu_stage_cpus: float = 1.0     # logical CPUs one CPU-stage worker asks Ray for
@@ -63,9 +69,60 @@ def visual_info(config: ExtractConfig) -> dict[str, Any]:
         raise ContractError("no visual model given: pass --visual-model DIR (a local CLIP directory in the "
                             "Hugging Face layout), or set visual.model_dir in --config")
     model_dir = resolve_model_dir(config.visual.model_dir, "visual model").resolve()   # a cached repo id: its folder
-    return {"name": config.visual.encoder, "model_dir": str(model_dir),
-            "decode_size": config.decode.image_size, "resize": "squash", "feature": "pooler_output",
-            "precision": config.visual.precision, **describe_clip_dir(config.visual.model_dir)}
+    info = {"name": config.visual.encoder, "model_dir": str(model_dir),
+            "decode_size": config.decode.image_size, "resize": "squash", "feature": config.visual.feature,
+            "precision": config.visual.precision, **describe_clip_dir(model_dir)}
+    if frame_needs(config):
+        info["scaler"] = "opencv"   # frames decoded once at their own size for every stream (stages.frames)
+    return info
+
+
+def stream_contract(config: ExtractConfig) -> Optional[dict]:
+    """The contract's extra temporal streams (lip, sync); None without any. Checks every local model before work."""
+    from stages.format.contract import stream_record
+
+    streams = {}
+    lip = config.lip
+    if lip.enabled:
+        from stages.encoder_dir import describe_encoder_dir
+        from stages.lip import LIP_TASKS
+        from stages.mouth import FACE_CASCADE, load_face_detector
+
+        finder = {"roi": lip.roi, "crop_size": lip.crop_size, "max_side": lip.max_side}
+        if lip.roi == "fixed":
+            finder["box"] = list(lip.box)
+        else:
+            load_face_detector()   # the packaged detector must load here, before any worker starts
+            finder.update(detector=f"opencv-haar/{FACE_CASCADE}", detect_fps=lip.detect_fps,
+                          smooth_s=lip.smooth_s, min_face_share=lip.min_face_share)
+        if lip.model_dir:
+            encoder = {**describe_encoder_dir(lip.model_dir, "lip"), "mouth": finder}
+            dtype, shape = "float16", [encoder["dim"]]
+        else:
+            encoder, dtype, shape = {"name": "crops", "mouth": finder}, "uint8", [lip.crop_size, lip.crop_size]
+        streams["lip"] = stream_record(fps=lip.fps, region="mouth", encoder=encoder, dtype=dtype,
+                                       frame_shape=shape, tasks=LIP_TASKS, valid=True)
+    if config.sync.model_dir:
+        from stages.encoder_dir import describe_encoder_dir
+        from stages.sync import SYNC_TASKS
+
+        encoder = describe_encoder_dir(config.sync.model_dir, "sync")
+        streams["sync"] = stream_record(fps=encoder["fps"], region="frame", encoder=encoder, dtype="float16",
+                                        frame_shape=[encoder["dim"]], tasks=SYNC_TASKS, valid=False)
+    return streams or None
+
+
+def frame_needs(config: ExtractConfig) -> tuple:
+    """What decode reads for the extra streams, besides the CLIP frames (stages.frames.FrameNeed)."""
+    needs = []
+    if config.lip.enabled:
+        needs.append(config.lip.frame_need())
+    if config.sync.model_dir:
+        from stages.encoder_dir import describe_encoder_dir
+        from stages.sync import sync_frame_need
+
+        needs.append(sync_frame_need(describe_encoder_dir(config.sync.model_dir, "sync")))
+    return tuple(needs)
 
 
 def build_contract(config: ExtractConfig) -> FeatureContract:
@@ -77,10 +134,17 @@ def build_contract(config: ExtractConfig) -> FeatureContract:
         latent = latent_contract(Path(config.latent.vae_dir), mel_frames_per_second=config.mel.frames_per_second,
                                  n_mels=config.mel.n_mels)  # validates the directory, names the path
     phonemes = phoneme_stage(config)
+    streams = stream_contract(config)
+    speaker = None
+    if config.speaker.enabled:
+        from stages.speaker import speaker_info
+
+        speaker = speaker_info(config.speaker)
     return FeatureContract(
         sample_rate=config.decode.sample_rate, video_fps=config.decode.fps, video_dim=encoder["dim"],
         video_encoder=encoder, mel=config.mel.to_dict(), phones=phonemes.vocab_dict(),
-        loudness=config.loudness.to_dict(), max_seconds=config.decode.max_seconds, latent=latent)
+        loudness=config.loudness.to_dict(), max_seconds=config.decode.max_seconds, latent=latent,
+        streams=streams, speaker=speaker, members=stream_members(streams, speaker))
 
 
 def speech_span(row: Row) -> Optional[list[float]]:
@@ -127,8 +191,11 @@ def extract_sample(row: Row):
     }
     if meta["loudness_lufs"] is not None and not math.isfinite(meta["loudness_lufs"]):
         meta["loudness_lufs"] = None  # digital silence measures -inf; JSON has no infinities
+    if row.get("face_share") is not None:
+        meta["face_share"] = row["face_share"]   # share of the mouth stream's frames in which the face was found
     arrays = {"video": row.get("video"), "mel": row.get("mel"), "latent": row.get("latent"),
               "phones": row.get("phone_ids")}
+    arrays.update({member: row[key] for member, key in STREAM_ROW_KEYS.items() if row.get(key) is not None})
     return meta, arrays, row.get("flac")
 
 
@@ -154,11 +221,16 @@ def cpu_stages(config: ExtractConfig, data_root: Path) -> list:
     from stages.decode import DecodeStage
     from stages.speech_span import SpeechSpanStage
 
-    return [DecodeStage(data_root=str(data_root), config=config.decode),
-            AudioFeatureStage(mel=config.mel, loudness=config.loudness),
-            SpeechSpanStage(data_root=str(data_root), decode=config.decode, mel=config.mel, loudness=config.loudness,
-                            vad=config.vad),
-            phoneme_stage(config)]
+    stages = [DecodeStage(data_root=str(data_root), config=config.decode, streams=frame_needs(config)),
+              AudioFeatureStage(mel=config.mel, loudness=config.loudness),
+              SpeechSpanStage(data_root=str(data_root), decode=config.decode, mel=config.mel,
+                              loudness=config.loudness, vad=config.vad),
+              phoneme_stage(config)]
+    if config.lip.enabled:
+        from stages.lip import MouthStage
+
+        stages.append(MouthStage(config=config.lip))   # grey frames -> mouth crops before frames leave the worker
+    return stages
 
 
 def words_as_json(rows: pa.Table) -> pa.Table:
@@ -169,11 +241,32 @@ def words_as_json(rows: pa.Table) -> pa.Table:
 
 
 def visual_stage(config: ExtractConfig, threads: Optional[int] = None):
+    """The encoders, placed together (one actor pool): CLIP, then the lip, sync and speaker encoders configured."""
     from stages.visual import VisualEncoderStage
 
     v = config.visual
-    return VisualEncoderStage(encoder=v.encoder, model_dir=v.model_dir, batch_frames=v.batch_frames,
-                              device=v.device, precision=v.precision, num_threads=v.num_threads or threads)
+    visual = VisualEncoderStage(encoder=v.encoder, model_dir=v.model_dir, batch_frames=v.batch_frames,
+                                device=v.device, precision=v.precision, num_threads=v.num_threads or threads,
+                                feature=v.feature)
+    parts = [visual]
+    if config.lip.enabled and config.lip.model_dir:
+        from stages.lip import LipEncoderStage
+
+        parts.append(LipEncoderStage(model_dir=config.lip.model_dir, batch_frames=config.lip.batch_frames,
+                                     device=v.device))
+    if config.sync.model_dir:
+        from stages.sync import SyncEncoderStage
+
+        parts.append(SyncEncoderStage(model_dir=config.sync.model_dir, device=config.sync.device))
+    if config.speaker.enabled:
+        from stages.speaker import SpeakerStage
+
+        parts.append(SpeakerStage(config=config.speaker))
+    if len(parts) == 1:
+        return visual
+    from stages.encoders import EncoderStages
+
+    return EncoderStages(parts)
 
 
 def latent_stage(config: ExtractConfig):

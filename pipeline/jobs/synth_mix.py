@@ -24,7 +24,13 @@ from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
 from pipeline.jobs.runner import JobSpec, RunOptions, check_job_sizes, open_output, output_lock, run_locked
 from stages.audio import LoudnessConfig
 from stages.base import Row
-from stages.format.contract import ContractError, FeatureContract, read_dataset_json, require_same
+from stages.format.contract import (
+    STREAM_ROW_KEYS,
+    ContractError,
+    FeatureContract,
+    read_dataset_json,
+    require_same,
+)
 from stages.format.layout import OutputDir
 from stages.mix import MixConfig, MixStage, pick_sources, sample_recipe
 
@@ -191,6 +197,7 @@ def plan_recipes(out_dir: Path, speech: pa.Table, sound: pa.Table, config: Synth
 def mix_sample(row: Row):
     arrays = {"video": row.get("video"), "mel": row.get("mel"), "latent": row.get("latent"),
               "phones": row.get("phone_ids")}
+    arrays.update({member: row[key] for member, key in STREAM_ROW_KEYS.items() if row.get(key) is not None})
     return json.loads(row["meta_json"]), arrays, row.get("flac")
 
 
@@ -206,7 +213,8 @@ def mix_index(row: Row, meta: dict) -> dict[str, Any]:
 def mix_stages(contract: FeatureContract, config: SynthMixConfig,
                shard_checks: Optional[dict[str, tuple]] = None) -> list:
     stages = [MixStage(mel=contract.mel_config(), loudness=LoudnessConfig(**contract.loudness),
-                       video_fps=contract.video_fps, shard_checks=shard_checks)]
+                       video_fps=contract.video_fps, shard_checks=shard_checks, streams=contract.streams,
+                       speaker=contract.speaker)]
     if contract.latent:
         from stages.latent import LatentStage
 

@@ -5,6 +5,12 @@ produced under it would differ. `check_sample` is the one validation used by the
 trainer's loader (what it reads) and by tests. `require_same` is the one check that several folders (sources of a
 mixture, a trainer's data, an output folder and the run writing into it) share one contract. The shard members and
 rates are described in docs/design.md.
+
+Temporal streams. The 10 fps CLIP stream (`video_*` fields, member `video.npy`) is one stream; further ones
+(`streams`: the mouth-region `lip`, the synchrony `sync`) each record their rate, frame selection rule, region,
+encoder, member `K.<name>.npy`, dtype, per-frame shape, the tasks that carry them and their validity member
+`K.<name>_valid.npy`. `speaker` records the utterance embedding `K.speaker.npy`. Contracts written before streams
+existed have neither: their hash and members are unchanged, so those outputs stay readable as they are.
 """
 
 from __future__ import annotations
@@ -19,12 +25,16 @@ import numpy as np
 
 from manifests.atomic import atomic_write_text
 from manifests.errors import PipelineError
-from manifests.tasks import SPEECH_TASKS, TASKS
+from manifests.tasks import SPEECH_TASKS, TASKS, VIDEO_TASKS
 from stages.format import rates
 
 CONTRACT_VERSION = 1
 DATASET_FILE = "dataset.json"
 AUDIO_REPRS = ("mel", "latent")   # what the model's audio sequence is made of
+
+# member name -> the row key the stream stages fill ("speaker" on a row is the manifest's speaker id)
+STREAM_ROW_KEYS = {"lip": "lip", "lip_valid": "lip_valid", "sync": "sync", "speaker": "speaker_ref"}
+OPTIONAL_FIELDS = ("streams", "speaker")   # left out of dataset.json (and the hash) when absent
 
 MEMBERS = {
     "json": "metadata (task, dataset, split, speaker, transcript, phonemes, speech span, durations, sources, recipe)",
@@ -36,8 +46,33 @@ MEMBERS = {
 }
 
 
+STREAM_RULE = "presentation-time"   # row i of a stream is the frame on screen at i / fps (stages.decode)
+
+
 class ContractError(PipelineError, ValueError):
     """Data that does not honour its dataset.json, or two contracts that cannot be mixed."""
+
+
+def stream_record(*, fps: float, region: str, encoder: dict, dtype: str, frame_shape: Sequence[int],
+                  tasks: Sequence[str], valid: bool) -> dict[str, Any]:
+    """One temporal stream as the contract records it (docs/design.md, "Shards")."""
+    return {"fps": float(fps), "rule": STREAM_RULE, "region": region, "encoder": dict(encoder), "dtype": dtype,
+            "frame_shape": [int(n) for n in frame_shape], "tasks": sorted(tasks), "valid": bool(valid)}
+
+
+def stream_members(streams: Optional[dict], speaker: Optional[dict]) -> dict[str, str]:
+    """MEMBERS plus the members of the contract's extra streams and speaker reference."""
+    members = dict(MEMBERS)
+    for name, s in sorted((streams or {}).items()):
+        shape = ", ".join(str(n) for n in s["frame_shape"])
+        members[f"{name}.npy"] = (f"{s['dtype']} [T, {shape}] {s['region']} stream; row i is the frame shown at "
+                                  f"i / {s['fps']:g} seconds ({', '.join(s['tasks'])})")
+        if s["valid"]:
+            members[f"{name}_valid.npy"] = f"uint8 [T] 1 where {name} row i holds a found {s['region']}, else 0"
+    if speaker:
+        members["speaker.npy"] = (f"float32 [{speaker['dim']}] utterance embedding of the speech span "
+                                  f"({', '.join(speaker['tasks'])})")
+    return members
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +86,8 @@ class FeatureContract:
     loudness: dict
     max_seconds: float
     latent: Optional[dict] = None
+    streams: Optional[dict] = None     # extra temporal streams by name (stream_record); None before streams existed
+    speaker: Optional[dict] = None     # the speaker reference (dim, tasks, encoder); None when not extracted
     schema_version: int = CONTRACT_VERSION
     members: dict = field(default_factory=lambda: dict(MEMBERS))
 
@@ -88,8 +125,22 @@ class FeatureContract:
 
         return MelConfig(**{k: v for k, v in self.mel.items() if k in MelConfig.__dataclass_fields__})
 
+    def all_streams(self) -> dict[str, dict[str, Any]]:
+        """Every temporal stream by member name: the 10 fps visual stream first, then the extra ones."""
+        video = stream_record(fps=self.video_fps, region="frame", encoder=self.video_encoder, dtype="float16",
+                              frame_shape=[self.video_dim], tasks=VIDEO_TASKS, valid=False)
+        return {"video": video, **dict(sorted((self.streams or {}).items()))}
+
+    def describe(self) -> dict[str, Any]:
+        """What dataset.json says about the conditions beside the contract: every stream and the speaker."""
+        return {"streams": self.all_streams(), "speaker": self.speaker}
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for name in OPTIONAL_FIELDS:
+            if d[name] is None:
+                del d[name]   # a contract without them reads and hashes exactly as one written before they existed
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureContract":
@@ -102,6 +153,10 @@ class FeatureContract:
         """The parts that decide sample contents (local paths left out, so a moved model still matches)."""
         d = self.to_dict()
         d["video_encoder"] = {k: v for k, v in d["video_encoder"].items() if k not in ("model_dir", "precision")}
+        for s in (d.get("streams") or {}).values():
+            s["encoder"] = {k: v for k, v in s["encoder"].items() if k not in ("model_dir", "precision")}
+        if d.get("speaker"):
+            d["speaker"]["encoder"] = {k: v for k, v in d["speaker"]["encoder"].items() if k != "model_dir"}
         if d["latent"]:
             d["latent"] = {k: v for k, v in d["latent"].items() if k not in ("vae_dir",)}
         return d
@@ -126,11 +181,22 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def conditions_carried(contract: FeatureContract) -> list[str]:
+    """The stream members a contract's samples carry, e.g. ["video", "lip", "speaker"]."""
+    return list(contract.all_streams()) + (["speaker"] if contract.speaker else [])
+
+
 def require_same(contracts: Sequence[tuple[str, "FeatureContract"]], advice: str) -> "FeatureContract":
     """The one contract that every (where, contract) pair shares; a ContractError names the first two places that
     differ, the fields that differ, and `advice` (what to do about it)."""
     (first_where, first), *rest = contracts
     for where, contract in rest:
+        mine, theirs = conditions_carried(first), conditions_carried(contract)
+        if mine != theirs:
+            raise ContractError(
+                f"{first_where} and {where} carry different streams: {', '.join(mine)} against "
+                f"{', '.join(theirs)}. Folders are only combined when they were extracted with the same streams "
+                f"(lip, sync, speaker options). {advice}")
         if contract.feature_hash != first.feature_hash:
             diff = first.differences(contract)
             raise ContractError(
@@ -145,6 +211,7 @@ def write_dataset_json(out_dir: Path, contract: FeatureContract, *, job: str, co
         "job": job,
         "feature_hash": contract.feature_hash,
         "contract": contract.to_dict(),
+        "conditions": contract.describe(),
         "config": config,
     }
     return atomic_write_text(Path(out_dir) / DATASET_FILE, json.dumps(doc, indent=2, sort_keys=True, default=str))
@@ -221,6 +288,7 @@ def check_sample(meta: dict, arrays: dict[str, Optional[np.ndarray]], contract: 
     elif arrays.get("latent") is not None:
         problems.append("latent: present although the contract has none")
 
+    problems += _stream_problems(meta, arrays, contract, duration, array)
     phones = array("phones", "int16", 1)
     if task in SPEECH_TASKS:
         if phones is None:
@@ -229,4 +297,46 @@ def check_sample(meta: dict, arrays: dict[str, Optional[np.ndarray]], contract: 
             problems.append(f"phones: ids must be in [1, {contract.vocab_size}) and non-empty")
     elif arrays.get("phones") is not None:
         problems.append(f"phones: present for task {task}")
+    return problems
+
+
+def _stream_problems(meta: dict, arrays: dict, contract: FeatureContract, duration: float, array) -> list[str]:
+    """Problems with the extra streams and the speaker reference of one sample (see check_sample)."""
+    problems: list[str] = []
+    task = meta["task"]
+    known = {"video", "mel", "latent", "phones"}
+    for name, s in (contract.streams or {}).items():
+        known |= {name, f"{name}_valid"}
+        rows = array(name, s["dtype"], 1 + len(s["frame_shape"]))
+        valid = array(f"{name}_valid", "uint8", 1) if s["valid"] else None
+        if task not in s["tasks"]:
+            for member in (name, f"{name}_valid"):
+                if arrays.get(member) is not None:
+                    problems.append(f"{member}: present for task {task}")
+            continue
+        if rows is None:
+            problems.append(f"{name}: missing for task {task}")
+            continue
+        if list(rows.shape[1:]) != list(s["frame_shape"]):
+            problems.append(f"{name}: frame shape {list(rows.shape[1:])} != {s['frame_shape']}")
+        if not _rows_ok(len(rows), duration, s["fps"]):
+            problems.append(f"{name}: {len(rows)} rows for {duration:.3f}s at {s['fps']:g} fps")
+        if s["valid"]:
+            if valid is None:
+                problems.append(f"{name}_valid: missing")
+            elif len(valid) != len(rows) or valid.max(initial=0) > 1:
+                problems.append(f"{name}_valid: {len(valid)} flags in {{0, 1}} expected for {len(rows)} rows")
+    if contract.speaker:
+        known.add("speaker")
+        speaker = array("speaker", "float32", 1)
+        if task in contract.speaker["tasks"]:
+            if speaker is None:
+                problems.append(f"speaker: missing for task {task}")
+            elif len(speaker) != contract.speaker["dim"]:
+                problems.append(f"speaker: dim {len(speaker)} != {contract.speaker['dim']}")
+        elif speaker is not None:
+            problems.append(f"speaker: present for task {task}")
+    extra = sorted(k for k, v in arrays.items() if v is not None and k not in known)
+    if extra:
+        problems.append(f"members {extra} are not in the contract")
     return problems

@@ -6,6 +6,11 @@ One timeline per clip (docs/design.md, "Time base"):
     video        10 fps: row i is the frame on screen at i / 10 s
     mel          100 frames/s (hop 160 samples), 64 bands
     audio frame  25 frames/s: 4 mel frames, patched into one model frame or encoded into one VAE latent frame
+    lip          25 fps: mouth crops (or their features); row i is the frame on screen at i / 25 s
+    sync         the synchrony encoder's own rate (its config.json), 25 fps by default
+
+Every temporal video stream picks its frames by the same presentation-time rule at its own rate
+(`stream_times`).
 
 The defaults of the stage configs come from here; a clip's actual rates are the ones its `dataset.json` records.
 """
@@ -21,6 +26,8 @@ MEL_BANDS = 64
 MEL_FPS = SAMPLE_RATE / MEL_HOP                      # 100 mel frames per second
 MEL_PER_AUDIO_FRAME = 4        # mel frames per model (audio) frame: the mel patch and the VAE's time downsampling
 AUDIO_FPS = MEL_FPS / MEL_PER_AUDIO_FRAME            # 25 model frames per second
+LIP_FPS = 25.0                 # mouth-region stream rows per second (AV-HuBERT's rate)
+SYNC_FPS = 25.0                # synchrony stream rows per second when its encoder states none
 FRAME_TOLERANCE = 1            # a clip of d seconds has floor(rate * d) rows, +-1
 
 
@@ -37,3 +44,10 @@ def audio_frames(n_mel_frames: int) -> int:
 def audio_fps(mel_fps: float) -> float:
     """The model's frame rate for a mel at `mel_fps`."""
     return mel_fps / MEL_PER_AUDIO_FRAME
+
+
+def stream_times(start_s: float, duration_s: float, fps: float):
+    """Media times of a stream's rows over a clip: start + i / fps for i < frames_in(duration, fps). float64 [T]."""
+    import numpy as np
+
+    return start_s + np.arange(frames_in(duration_s, fps)) / fps

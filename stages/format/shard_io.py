@@ -17,7 +17,7 @@ import numpy as np
 from manifests.atomic import AtomicFile
 from manifests.schema import CLIP_ID_PATTERN
 
-ARRAY_MEMBERS = ("video", "mel", "latent", "phones")
+ARRAY_MEMBERS = ("video", "mel", "latent", "phones")   # always present in decoded samples (None when absent)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -37,7 +37,8 @@ def sample_members(key: str, meta: dict[str, Any], arrays: dict[str, Optional[np
         raise ValueError(f"invalid sample key {key!r}: keys follow the clip_id rule {CLIP_ID_PATTERN.pattern}")
     members: dict[str, bytes] = {"__key__": key,
                                  "json": json.dumps(meta, sort_keys=True, ensure_ascii=False, allow_nan=False, default=float).encode("utf-8")}
-    for name in ARRAY_MEMBERS:
+    extra = sorted(name for name in arrays if name not in ARRAY_MEMBERS)   # streams, validity, speaker
+    for name in (*ARRAY_MEMBERS, *extra):
         if arrays.get(name) is not None:
             members[f"{name}.npy"] = npy_bytes(arrays[name])
     if flac is not None:
@@ -90,7 +91,10 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"tar member {sample['__key__']!r} is not a sample key: the shard was not written by this "
                          "pipeline (or names a path outside it)")
     meta = json.loads(sample["json"])
-    arrays = {name: load_npy(sample[f"{name}.npy"]) if f"{name}.npy" in sample else None for name in ARRAY_MEMBERS}
+    arrays = {name: None for name in ARRAY_MEMBERS}
+    for member in sorted(sample):
+        if member.endswith(".npy"):   # the base members and any stream (K.lip.npy, K.lip_valid.npy, K.speaker.npy)
+            arrays[member[:-len(".npy")]] = load_npy(sample[member])
     return {"key": sample["__key__"], "meta": meta, "arrays": arrays, "flac": sample.get("audio.flac")}
 
 

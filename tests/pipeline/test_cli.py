@@ -90,6 +90,8 @@ def test_inspect_counts_one_sample_and_a_plot(extracted, tmp_path):
     result = runner.invoke(app, ["inspect", str(out)])
     assert result.exit_code == 0, result.output
     assert "RANDOM TEST ENCODER" in result.output and "decode/missing_file" in result.output
+    said = " ".join(result.output.split())
+    assert "uint8 88x88 mouth at 25 fps, crops" in said and "256-d resemblyzer" in said
     png = tmp_path / "s.png"
     key = "visual_tts_enus_webmvp9_000"
     result = runner.invoke(app, ["inspect", str(out), "--key", key, "--plot", str(png)])

@@ -41,6 +41,7 @@ DETAILS = {
     "silent_audio": r"^integrated loudness -inf LUFS is below -70\.0 LUFS",
     "no_phonemes": r"gave no phones",
     "empty_transcript": r"^(blank|no) transcript$",
+    "no_face": r"^a face was found in 0% of \d+ frames \(min_face_share 50%\)$",
 }
 
 

@@ -29,7 +29,7 @@ REJECTS = {
     "missing_file": "decode", "unreadable_media": "decode", "empty_file": "decode", "no_audio": "decode",
     "no_video": "decode", "too_short": "decode", "single_frame_video": "decode", "bad_samples": "decode",
     "path_escapes_root": "decode", "silent_audio": "audio", "no_phonemes": "phonemes",
-    "empty_transcript": "phonemes",
+    "empty_transcript": "phonemes", "no_face": "lip",
 }
 
 
@@ -324,28 +324,63 @@ def test_v2s_colour_predicts_sound_and_flashes_predict_onsets(corpus, variant):
     assert np.abs(flash_s - onset_s).max() <= 0.1
 
 
+def _mouth_area(frames: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """[N] dark pixels (the painted mouth opening) inside the region where face.py paints the lips."""
+    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # [N, H, W]
+    return (luma[:, rows, cols] < 45).sum(axis=(1, 2))
+
+
+# Where face.py paints the mouth (the portrait's lips at HEAD_SCALE, swaying by 3 px): alone, and beside a shape.
+SOLO_MOUTH = (slice(62, 84), slice(60, 95))
+JOINT_MOUTH = (slice(66, 81), slice(40, 61))
+
+
 @pytest.mark.parametrize("variant", ["mp4", "webmvp8"])
 def test_visual_tts_mouth_follows_speech(corpus, variant):
     cid = _one(corpus, "visual_tts_", variant)
     path = corpus["root"] / corpus["rows"][cid]["video_path"]
-    frames = _frames(path).astype(np.float32)
-    luma = frames @ np.array([0.299, 0.587, 0.114], np.float32)  # [N, H, W]
-    mouth_area = (luma[:, 70:, :] < 70).sum(axis=(1, 2))  # below the eyes: only the open mouth is dark
-    times = np.arange(len(frames)) / _fps(path)
+    mouth_area = _mouth_area(_frames(path), *SOLO_MOUTH)
+    times = np.arange(len(mouth_area)) / _fps(path)
     sr = 16000
     envelope = _rms_at(_audio(path, sr), sr, times, 0.025)
     assert mouth_area.max() > 20 and (mouth_area == 0).any()
     assert np.corrcoef(mouth_area, envelope)[0, 1] > 0.5
 
 
+def test_talking_faces_are_found_by_the_packaged_face_detector(corpus):
+    from stages.mouth import detect_faces, load_face_detector
+
+    detector = load_face_detector()
+    for cid in [c for c in _good(corpus) if c.startswith(("visual_tts_", "joint_"))]:
+        frames = _frames(corpus["root"] / corpus["rows"][cid]["video_path"])[::10]
+        luma = (frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+        found = [len(detect_faces(detector, f)) > 0 for f in luma]
+        assert np.mean(found) >= 0.75, cid
+
+
+def test_the_mouth_closes_in_the_pause_between_phrases(corpus):
+    cid = _one(corpus, "visual_tts_", "mkv")
+    row = corpus["rows"][cid]
+    assert len(row["transcript"].split()) >= 6            # spoken as two phrases (speech.spoken_phrases)
+    path = corpus["root"] / row["video_path"]
+    fps = _fps(path)
+    mouth_area = _mouth_area(_frames(path), *SOLO_MOUTH)
+    envelope = _rms_at(_audio(path), 16000, np.arange(len(mouth_area)) / fps, 0.025)
+    talking = np.flatnonzero(envelope > 0.1 * envelope.max())
+    inside = mouth_area[talking[0]:talking[-1] + 1] == 0  # closed frames between the first and last sound
+    run, longest = 0, 0
+    for closed in inside:
+        run = run + 1 if closed else 0
+        longest = max(longest, run)
+    assert longest / fps >= 0.2                           # a closed mouth for the pause (0.3 to 0.5 s)
+
+
 def test_joint_mouth_moves_only_inside_the_speech_span(corpus):
     cid = _one(corpus, "joint_", "mp4")
     row = corpus["rows"][cid]
     path = corpus["root"] / row["video_path"]
-    frames = _frames(path).astype(np.float32)
-    luma = frames @ np.array([0.299, 0.587, 0.114], np.float32)
-    mouth_area = (luma[:, 70:, :95] < 70).sum(axis=(1, 2))  # the face sits left of the sound object
-    times = np.arange(len(frames)) / _fps(path)
+    mouth_area = _mouth_area(_frames(path), *JOINT_MOUTH)  # the face sits left of the sound object
+    times = np.arange(len(mouth_area)) / _fps(path)
     inside = (times >= row["speech_start_s"]) & (times <= row["speech_end_s"])
     assert mouth_area[~inside].max() == 0
     assert (mouth_area[inside] > 0).mean() > 0.3

@@ -1,11 +1,15 @@
-"""The talking face of visual_tts and joint clips: its look, its blinks, and a mouth that opens with the speech.
+"""The talking face of visual_tts and joint clips: a real photographed face, and a mouth that opens with the speech.
 
-A face's colours follow its voice (plan.VOICES), so speaker and face agree; the mouth opening per frame is the
-speech loudness around that frame's time (mouth_track), which is what a model can learn to read.
+The face is the astronaut portrait that ships inside scikit-image (`skimage.data.astronaut`, public domain), so a
+real face detector finds it (the mouth stream's OpenCV cascade does not fire on drawn cartoons). Its tint, side
+(mirrored or not) and background follow the voice (plan.VOICES), so speaker and face agree. Its lips are painted
+over the photo's smile: closed lips, and a dark opening whose height is the speech loudness around the frame's
+time (mouth_track), closed in the pauses between phrases: what a lip reader, and a model, can learn to read.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,6 +21,12 @@ from pipeline.demo.sample_corpus.plan import VOICES, SoundClass
 # Per voice, in VOICES order.
 SKINS = [(235, 195, 160), (200, 150, 110), (160, 110, 80), (240, 210, 180)]
 BACKGROUNDS = [(170, 200, 230), (200, 230, 190), (230, 210, 170), (210, 190, 230)]
+TINTS = [(1.0, 1.0, 1.0), (1.05, 0.95, 0.9), (0.85, 0.8, 0.75), (1.0, 0.97, 1.05)]
+MIRRORED = [False, True, False, True]
+
+HEAD_BOX = (20, 220, 140, 320)   # rows y0:y1, columns x0:x1 of the astronaut portrait: hair to chin
+HEAD_MOUTH = (85.0, 126.0)      # mouth centre (x, y) inside that crop
+HEAD_SCALE = 0.55               # portrait pixels -> canvas pixels at face scale s = 1 (a face box of ~52 px)
 
 
 @dataclass
@@ -24,6 +34,8 @@ class Face:
     skin: tuple[int, int, int]
     background: tuple[int, int, int]
     blinks_s: list[float] = field(default_factory=list)
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mirrored: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,19 +50,37 @@ def face_for(voice: str, rng: np.random.Generator, duration_s: float) -> Face:
     """The face of a voice, blinking every 1.5 to 3 s."""
     k = VOICES.index(voice) if voice in VOICES else 0
     blinks = list(np.cumsum(rng.uniform(1.5, 3.0, size=int(duration_s / 1.5) + 1)))
-    return Face(SKINS[k], BACKGROUNDS[k], [b for b in blinks if b < duration_s])
+    return Face(SKINS[k], BACKGROUNDS[k], [b for b in blinks if b < duration_s], TINTS[k], MIRRORED[k])
+
+
+@functools.lru_cache(maxsize=8)
+def portrait(s: float, tint: tuple, mirrored: bool) -> np.ndarray:
+    """uint8 [h, w, 3]: the packaged astronaut's head at face scale s, tinted and maybe mirrored."""
+    import cv2
+    from skimage import data
+
+    y0, y1, x0, x1 = HEAD_BOX
+    head = data.astronaut()[y0:y1, x0:x1].astype(np.float32) * np.asarray(tint, np.float32)
+    if mirrored:
+        head = head[:, ::-1]
+    k = HEAD_SCALE * s
+    size = (int(round((x1 - x0) * k)), int(round((y1 - y0) * k)))
+    return cv2.resize(np.clip(head, 0, 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA)
 
 
 def draw_face(img: np.ndarray, face: Face, t: float, mouth_open: float, *, cx: float, cy: float, s: float) -> None:
-    """A face of scale s centred at (cx, cy); the mouth's dark opening grows with `mouth_open` in [0, 1]."""
-    img[ellipse(cx, cy, 36 * s, 45 * s)] = face.skin
-    blink = any(0 <= t - b < 0.12 for b in face.blinks_s)
-    for ex in (cx - 13 * s, cx + 13 * s):
-        img[ellipse(ex, cy - 13 * s, 4 * s, (0.6 if blink else 4) * s)] = (30, 30, 40)
-    my = cy + 22 * s
-    img[ellipse(cx, my, 14 * s, (2.5 + 9 * mouth_open) * s)] = (170, 80, 90)
+    """The portrait of scale s centred at (cx, cy); painted lips whose dark opening grows with `mouth_open`."""
+    head = portrait(s, face.tint, face.mirrored)
+    h, w = head.shape[:2]
+    x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
+    ys, xs = slice(max(y0, 0), min(y0 + h, img.shape[0])), slice(max(x0, 0), min(x0 + w, img.shape[1]))
+    img[ys, xs] = head[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    k = HEAD_SCALE * s
+    mx = HEAD_MOUTH[0] if not face.mirrored else (HEAD_BOX[3] - HEAD_BOX[2]) - HEAD_MOUTH[0]
+    mx, my = x0 + mx * k, y0 + HEAD_MOUTH[1] * k
+    img[ellipse(mx, my, 24 * k, 9 * k)] = (150, 75, 80)            # closed lips over the photo's smile
     if mouth_open > 0.08:
-        img[ellipse(cx, my, 11 * s, 8 * mouth_open * s)] = (50, 10, 20)
+        img[ellipse(mx, my, 19 * k, 12 * mouth_open * k)] = (40, 10, 15)
 
 
 def mouth_track(speech: np.ndarray, sr: int, times_s: np.ndarray) -> np.ndarray:

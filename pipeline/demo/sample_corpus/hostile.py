@@ -115,6 +115,11 @@ def _path_escape(kit: _Kit, name: str) -> VideoAudio:
     return None, None  # the row points at ESCAPING_PATH; nothing is created outside the root
 
 
+def _no_face(kit: _Kit, name: str) -> VideoAudio:
+    """Good speech over a video without a face: the mouth stream finds nothing to read."""
+    return kit.sound_video(2.5, kit.folder / f"{name}.mp4", with_audio=False), kit.speech_wav()
+
+
 def _silent(kit: _Kit, name: str) -> VideoAudio:
     audio = kit.folder / f"{name}.wav"
     write_wav(audio, np.zeros(2 * 16000, np.float32), 16000)
@@ -133,6 +138,7 @@ _RECIPES: dict[str, Callable[[_Kit, str], VideoAudio]] = {
     "bad_nan_samples": _nan_samples,
     "bad_path_escape": _path_escape,
     "bad_silent": _silent,
+    "bad_no_face": _no_face,
     "bad_emoji_transcript": _speech_only,
     "bad_punct_transcript": _speech_only,
     "bad_empty_transcript": _speech_only,

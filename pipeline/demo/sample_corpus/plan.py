@@ -198,6 +198,7 @@ def _bad_specs(seed: int) -> list[SampleSpec]:
         bad("bad_nan_samples", "tts", "decode", "bad_samples", transcript=text),
         bad("bad_path_escape", "tts", "decode", "path_escapes_root", transcript=text),
         bad("bad_silent", "tts", "audio", "silent_audio", transcript=text),
+        bad("bad_no_face", "visual_tts", "lip", "no_face", transcript=text),
         bad("bad_emoji_transcript", "tts", "phonemes", "no_phonemes", transcript="🙂🙂"),
         bad("bad_punct_transcript", "tts", "phonemes", "no_phonemes", transcript="?!..."),
         bad("bad_empty_transcript", "tts", "phonemes", "empty_transcript", transcript=""),

@@ -1,4 +1,8 @@
-"""Speech from espeak-ng, laid out as a clip's track: lead silence, an optional earlier utterance, the row's own."""
+"""Speech from espeak-ng, laid out as a clip's track: lead silence, an optional earlier utterance, the row's own.
+
+A transcript of six words or more is spoken as two phrases with a pause between them (0.3 to 0.5 s), so talking
+faces close their mouths between phrases, as people do.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +31,21 @@ def speak(tools: Tools, tmp: Path, text: str, voice: str, speed_wpm: int, pitch:
     return wave[max(active[0] - margin, 0):active[-1] + margin]
 
 
+def spoken_phrases(spec: SampleSpec, tools: Tools, tmp: Path, rng: np.random.Generator) -> np.ndarray:
+    """[n] float32: the transcript spoken whole, or as two phrases split at its middle word with a pause between."""
+    words = spec.transcript.split()
+    speak_it = lambda text: speak(tools, tmp, text, spec.voice, spec.speed_wpm, spec.pitch)
+    if len(words) < 6:
+        return speak_it(spec.transcript)
+    half = len(words) // 2
+    pause = np.zeros(int(rng.uniform(0.3, 0.5) * SPEECH_RATE), np.float32)
+    return np.concatenate([speak_it(" ".join(words[:half])), pause, speak_it(" ".join(words[half:]))])
+
+
 def speech_layout(spec: SampleSpec, tools: Tools, tmp: Path, rng: np.random.Generator,
                   ) -> tuple[np.ndarray, float, float]:
     """Speech track [n] at 22050 Hz (row utterance, after `lead_text` if any) and the row utterance's span (s)."""
-    speech = speak(tools, tmp, spec.transcript, spec.voice, spec.speed_wpm, spec.pitch)
+    speech = spoken_phrases(spec, tools, tmp, rng)
     lead = int(rng.uniform(0.2, 0.45) * SPEECH_RATE)
     parts = [np.zeros(lead, np.float32)]
     if spec.lead_text:
