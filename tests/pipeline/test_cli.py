@@ -110,10 +110,11 @@ def test_the_plot_draws_every_timed_stream_a_later_contract_adds(extracted, tmp_
 
     out, _ = extracted
     sample = describe_sample(out, "visual_tts_enus_webmvp9_000")
-    assert plot_streams(sample["arrays"]) == ["mel", "video"]                  # phones: ids, not a time axis
+    assert sample["arrays"]["lip"].ndim == 3                                     # mouth crops [T, S, S]
+    assert plot_streams(sample["arrays"]) == ["mel", "video", "lip"]           # phones, lip_valid: not time axes
     before = plt.imread(plot_sample(sample, tmp_path / "before.png")).shape[0]
-    sample["arrays"]["lip"] = np.random.default_rng(0).normal(size=(25, 8)).astype(np.float16)
-    assert plot_streams(sample["arrays"]) == ["mel", "video", "lip"]
+    sample["arrays"]["later"] = np.random.default_rng(0).normal(size=(25, 8)).astype(np.float16)
+    assert plot_streams(sample["arrays"]) == ["mel", "video", "later", "lip"]
     after = plt.imread(plot_sample(sample, tmp_path / "after.png")).shape[0]
     assert after > before * 1.3                                                # one panel more
 
