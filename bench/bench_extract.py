@@ -63,9 +63,9 @@ def make_encoder(kind: str, models: Path) -> Path:
 
 
 def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
-    """The same stages and shard writer in one plain loop, no Ray."""
+    """The same stages and the same unit writer (pipeline/jobs/assemble.py) in one plain loop, no Ray."""
     from manifests.validate import read_manifest
-    from pipeline.jobs.assemble import UnitAssembler
+    from pipeline.jobs.assemble import UnitWork, make_unit
     from pipeline.jobs.extract import (
         JOB,
         build_contract,
@@ -73,38 +73,29 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
         extract_index,
         extract_sample,
         visual_stage,
+        words_as_json,
     )
     from pipeline.jobs.ledger import Ledger
-    from pipeline.jobs.runner import open_output, unit_sizes
+    from pipeline.jobs.runner import open_output
 
-    table = read_manifest(manifest)
+    table = words_as_json(read_manifest(manifest))
     contract = build_contract(config)
     open_output(out, JOB, contract, config)
     ledger = Ledger(out)
-    plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
-    rows = plan.join(table, keys="clip_id").sort_by("position").to_pylist()
-    sizes = unit_sizes(plan)
-    assembler = UnitAssembler(job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
-                              positions={r["clip_id"]: r["position"] for r in rows},
-                              to_sample=extract_sample, to_index=extract_index)
+    plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size, table["task"])
+    rows = plan.join(table, keys="clip_id").sort_by([("unit", "ascending"), ("position", "ascending")]).to_pylist()
     stages = cpu_stages(config, data_root) + [visual_stage(config)]
+    work = UnitWork(job=JOB, out_root=out, contract=contract, to_sample=extract_sample, to_index=extract_index,
+                    stages=tuple(stages), rows_per_chunk=config.rows_per_task)
     clocks: dict[str, float] = {}
     clip_seconds = frames = 0.0
-    step = config.visual.rows_per_batch
-    for i in range(0, len(rows), step):
-        batch = [dict(r) for r in rows[i:i + step]]  # fresh dicts: stages add features to the rows they get
-        for stage in stages:
-            batch = stage(batch)
-        for row in batch:
-            for key, value in row.items():
-                if key.startswith("t_") and value:
-                    clocks[key[2:]] = clocks.get(key[2:], 0.0) + value
-            if row.get("video") is not None:
-                frames += len(row["video"])
-            if row["reject_reason"] is None:
-                clip_seconds += row["duration_s"]
-            row.pop("audio", None)
-            assembler.add(row)
+    for unit in sorted({r["unit"] for r in rows}):
+        result = make_unit(unit, [r for r in rows if r["unit"] == unit], work, stages)
+        ledger.record_unit(unit, *result.tables(), result.summary)
+        for stage, seconds in result.summary["stage_seconds"].items():
+            clocks[stage] = clocks.get(stage, 0.0) + seconds
+        clip_seconds += result.summary["clip_seconds"]
+        frames += sum(r["n_video"] for r in result.index)
     return {"stage_seconds": clocks, "clip_seconds": clip_seconds, "frames": frames}
 
 
@@ -181,6 +172,9 @@ def main() -> None:
     result["ray"] = {"wall_s": wall, "ray_start_s": ray_start, "clips_per_s": args.clips / wall,
                      "clip_seconds_per_s": clip_seconds / wall, "peak_rss_mb": rss.peak_mb,
                      "kept": report["counts"]["kept"], "stage_seconds": report["stage_seconds"],
+                     "driver_cpu_s": report["this_run"].get("driver_cpu_s"),
+                     "driver_bytes_per_row": report["this_run"].get("driver_bytes_per_row"),
+                     "driver_peak_rss_mb": report["this_run"].get("driver_peak_rss_mb"),
                      "first_shard_s": events[0][0] if events else None,
                      "steady_rows_per_s": ((events[-1][1] - events[0][1]) / (events[-1][0] - events[0][0])
                                            if len(events) > 2 else None)}
