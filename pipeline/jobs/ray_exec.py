@@ -176,7 +176,7 @@ def unit_dataset(units: pa.Table, work: UnitWork, *, num_cpus: float, concurrenc
     env = storage.storage_env() if remote or storage.is_url(work.out_root) else {}
     extra = {"runtime_env": {"env_vars": env}} if env else {}
     return ds.map_batches(make_units, fn_kwargs={"work": work}, batch_size=1, num_cpus=num_cpus,
-                          concurrency=max(1, concurrency), **extra)
+                          compute=ray.data.TaskPoolStrategy(size=max(1, concurrency)), **extra)
 
 
 def decode_result(text: str) -> UnitResult:
