@@ -123,8 +123,19 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--s3", action="store_true", help="write the Ray job's output to a local S3 server (moto)")
     args = parser.parse_args()
+    if args.s3:
+        from bench.common import LocalS3
 
+        with LocalS3() as s3:
+            run(args, s3)
+    else:
+        run(args, None)
+
+
+def run(args, s3) -> None:
+    """The sequential loop, then the Ray job (its output on the local S3 server with --s3)."""
     from pipeline.demo.sample_corpus import make_sample_corpus
     from pipeline.jobs.extract import ExtractConfig, run_extract
     from pipeline.jobs.ray_exec import init_ray
@@ -159,7 +170,10 @@ def main() -> None:
 
     out = work / f"ray_{args.encoder}_{args.clips}"
     shutil.rmtree(out, ignore_errors=True)
-    with PeakRss() as rss:
+    if s3 is not None:
+        out = s3.url(f"ray_{args.encoder}_{args.clips}")
+        result["out"] = out
+    with PeakRss(exclude=(s3.pid,) if s3 else ()) as rss:
         start = time.perf_counter()
         init_ray(None)
         ray_start = time.perf_counter() - start
@@ -182,7 +196,8 @@ def main() -> None:
         result["speedup_vs_sequential"] = result["sequential"]["wall_s"] / wall
         result["ray_vs_encoder_alone"] = wall / result["encoder_alone"]["s"]
     print(json.dumps(result, indent=2))
-    (work / f"result_{args.encoder}_{args.clips}.json").write_text(json.dumps(result, indent=2))
+    suffix = "_s3" if s3 is not None else ""
+    (work / f"result_{args.encoder}_{args.clips}{suffix}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pytest
 from manifests import storage
 from pipeline.errors import OutputBusy
 from pipeline.jobs.extract import run_extract
+from pipeline.status import output_status
 from stages.format.contract import check_sample, read_dataset_json
 from stages.format.layout import OutputDir
 from tests.conftest import SHARD_SIZE
@@ -94,6 +95,9 @@ def test_killed_run_on_s3_resumes_to_the_shards_a_local_run_writes(s3_server, s3
     assert not [k for k in keys if k.endswith(".tmp")]
     assert {"extract/dataset.json", "extract/index.parquet", "extract/rejects.parquet", "extract/report.json"} \
         <= set(keys)
+    status = output_status(url, verify=True)                   # `pipeline status s3://...`: checksums re-read
+    assert status["units_done"] == status["units_planned"] == status["shards"] == total_units
+    assert status["damaged_units"] == {} and status["runs"] == 1   # the killed run never finished
 
 
 def test_s3_shards_read_back_with_plain_webdataset(s3_server, s3_extract, corpus):
@@ -173,3 +177,35 @@ def test_one_writer_per_output_on_s3(s3_server):
     with pytest.raises(OutputBusy, match="taken by another run"):
         stalled.check()
     taker.release()
+
+
+def test_extract_reads_its_media_from_s3(s3_server, corpus, tiny_clip, extracted, ray_session, tmp_path):
+    """A data root on object storage: media are fetched per row (and deleted after decoding); a missing object and
+    a path leaving the root are the same rejects as on a local disk."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from manifests.schema import write_manifest
+    from stages.format.shard_io import iter_samples
+
+    table = pq.read_table(corpus.manifest)
+    good = sorted(corpus.good_ids())[:4]
+    rows = table.filter(pc.is_in(table["clip_id"], value_set=pa.array(good + ["bad_missing_file",
+                                                                              "bad_path_escape"])))
+    manifest = write_manifest(rows, tmp_path / "m.parquet")
+    fs = storage.filesystem(s3_server.url())
+    for row in rows.filter(pc.is_in(rows["clip_id"], value_set=pa.array(good))).to_pylist():
+        for column in ("video_path", "audio_path"):
+            if row[column]:
+                fs.put_file(str(corpus.root / row[column]), f"{s3_server.bucket}/corpus/{row[column]}")
+    out = tmp_path / "out"
+    report = run_extract(manifest=manifest, data_root=s3_server.url("corpus"), out_dir=out, config=config(tiny_clip))
+    assert report["counts"]["kept"] == 4
+    rejects = {r["clip_id"]: r["reason"] for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    assert rejects == {"bad_missing_file": "missing_file", "bad_path_escape": "path_escapes_root"}
+    local = {s["key"]: s for s in iter_samples(sorted((extracted[0] / "shards").glob("*.tar")))}
+    for s in iter_samples(sorted((out / "shards").glob("*.tar"))):
+        assert s["meta"] == local[s["key"]]["meta"] and s["flac"] == local[s["key"]]["flac"]
+    assert not list(Path(tempfile.gettempdir()).glob("vssflow-media-*/*"))
