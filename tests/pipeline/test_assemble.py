@@ -3,12 +3,20 @@ unit is written, and the unit's result records its shard's size and checksum (co
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+
 import pytest
 
 from manifests.errors import PipelineError
 from manifests.validate import validate_table
-from pipeline.jobs.assemble import UnitWriter
+from pipeline.jobs.assemble import UnitWork, UnitWriter, make_unit
 from pipeline.jobs.extract import extract_index, extract_sample
+from pipeline.jobs.ledger import Ledger
+from pipeline.jobs.ray_exec import decode_result
+from pipeline.jobs.runner import _Recorder
+from stages.base import Stage
 from stages.format.contract import read_dataset_json
 from stages.format.layout import file_checksum
 from stages.format.shard_io import iter_samples
@@ -78,3 +86,30 @@ def test_a_sample_breaking_the_contract_is_a_write_reject(extracted, tmp_path):
     assert result.summary["reasons"] == {"write/contract_violation": 1} and result.summary["kept"] == 0
     (reject,) = result.rejects
     assert f"video: dim {contract.video_dim - 1} != {contract.video_dim}" in reject["detail"]
+
+
+def test_a_stage_error_in_a_worker_reaches_the_job_log(extracted, tmp_path, caplog):
+    """A stage that raises on one row rejects that row in the worker, and the driver writes the error (row, stage,
+    exception) to the job log at warning level, so a cluster user sees it without opening rejects.parquet."""
+    class Breaks(Stage):
+        name = "breaks"
+
+        def process(self, row):
+            if row["clip_id"] == broken:
+                raise RuntimeError("codec state lost")
+
+    src, _ = extracted
+    contract, _ = read_dataset_json(src)
+    good, other = list(iter_samples(sorted((src / "shards").glob("*.tar"))[:1]))[:2]
+    broken = other["key"]
+    rows = [extract_row(good, 0), extract_row(other, 0)]
+    work = UnitWork(job="extract", out_root=tmp_path, contract=contract, to_sample=extract_sample,
+                    to_index=extract_index, stages=(Breaks(),), rows_per_chunk=2)
+    result = make_unit(0, rows, work, list(work.stages))
+    assert result.errors == [f"{broken}: breaks: RuntimeError: codec state lost"]
+    text = json.dumps(dataclasses.asdict(result), default=str)
+    recorder = _Recorder(Ledger(tmp_path), {0: 2}, {good["key"]: "a", broken: "b"}, 2, None, None)
+    with caplog.at_level(logging.WARNING, logger="pipeline.jobs"):
+        recorder.record(text, decode_result(text))
+    assert f"unit 0: unexpected error in a stage (the row is rejected): {broken}: breaks: RuntimeError: codec " \
+           "state lost" in caplog.text
