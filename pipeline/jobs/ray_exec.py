@@ -199,7 +199,9 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, q
     else:
         end_orphaned_embedded_ray()
         _keep_on_loopback()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+        # address="local": always a new instance. Without it ray.init joins the latest cluster that `ray start`
+        # (or another user's test cluster) left on this machine, and that cluster's end kills this job.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  logging_level=logging.WARNING, log_to_driver=not quiet, configure_logging=True)
         _record_embedded_ray()
         where = f"embedded ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
