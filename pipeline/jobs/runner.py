@@ -142,7 +142,20 @@ def output_lock(out_dir: Location) -> Iterator[Any]:
     units. Local folders: the OS's flock; object storage: a lease object (pipeline/jobs/lease.py)."""
     with writable(out_dir):
         with held(out_dir) as lease:
-            yield lease
+            try:
+                yield lease
+            finally:
+                _remove_partial_shards(out_dir)
+
+
+def _remove_partial_shards(out_dir: Location) -> None:
+    """Local outputs: temporary shards a unit task left when the run stopped under it (the full disk that
+    ended the run, a killed worker). Under the output's lock, so none belongs to a running writer."""
+    folder = OutputDir(out_dir)
+    if folder.remote or not (folder.root / "shards").is_dir():
+        return
+    for partial in (folder.root / "shards").glob(".*.tmp"):
+        partial.unlink(missing_ok=True)
 
 
 @contextmanager
