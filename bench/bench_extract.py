@@ -85,9 +85,9 @@ def stream_config(kind: str, models: Path) -> dict:
 
 
 def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
-    """The same stages and shard writer in one plain loop, no Ray."""
+    """The same stages and the same unit writer (pipeline/jobs/assemble.py) in one plain loop, no Ray."""
     from manifests.validate import read_manifest
-    from pipeline.jobs.assemble import UnitAssembler
+    from pipeline.jobs.assemble import UnitWork, make_unit
     from pipeline.jobs.extract import (
         JOB,
         build_contract,
@@ -95,44 +95,33 @@ def run_sequential(manifest: Path, data_root: Path, out: Path, config) -> dict:
         extract_index,
         extract_sample,
         visual_stage,
+        words_as_json,
     )
     from pipeline.jobs.ledger import Ledger
-    from pipeline.jobs.resume import input_hashes
-    from pipeline.jobs.runner import open_output, unit_sizes
+    from pipeline.jobs.runner import open_output
 
-    table = read_manifest(manifest)
+    table = words_as_json(read_manifest(manifest))
     contract = build_contract(config)
     open_output(out, JOB, contract, config)
     ledger = Ledger(out)
-    plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size)
+    plan, _ = ledger.extend_plan(table["clip_id"], config.shard_size, table["task"])
     by_id = {r["clip_id"]: r for r in table.to_pylist()}        # (arrow joins refuse the nested `words` column)
-    rows = [{**by_id[p["clip_id"]], **p} for p in sorted(plan.to_pylist(), key=lambda p: p["position"])]
-    sizes = unit_sizes(plan)
-    assembler = UnitAssembler(job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
-                              positions={r["clip_id"]: r["position"] for r in rows},
-                              input_hashes=input_hashes(table), to_sample=extract_sample, to_index=extract_index)
+    rows = sorted(({**by_id[p["clip_id"]], **p} for p in plan.to_pylist()), key=lambda r: (r["unit"], r["position"]))
     stages = cpu_stages(config, data_root) + [visual_stage(config)]
+    work = UnitWork(job=JOB, out_root=out, contract=contract, to_sample=extract_sample, to_index=extract_index,
+                    stages=tuple(stages), rows_per_chunk=config.rows_per_task)
     clocks: dict[str, float] = {}
     clip_seconds = frames = talking_seconds = 0.0
-    step = config.visual.rows_per_batch
-    for i in range(0, len(rows), step):
-        batch = [dict(r) for r in rows[i:i + step]]  # fresh dicts: stages add features to the rows they get
-        for stage in stages:
-            batch = stage(batch)
-        for row in batch:
-            for key, value in row.items():
-                if key.startswith("t_") and value:
-                    clocks[key[2:]] = clocks.get(key[2:], 0.0) + value
-            if row.get("video") is not None:
-                frames += len(row["video"])
-            if row["reject_reason"] is None:
-                clip_seconds += row["duration_s"]
-                if row.get("lip") is not None:
-                    talking_seconds += row["duration_s"]
-            row.pop("audio", None)
-            assembler.add(row)
+    for unit in sorted({r["unit"] for r in rows}):
+        result = make_unit(unit, [r for r in rows if r["unit"] == unit], work, stages)
+        ledger.record_unit(unit, *result.tables(), result.summary)
+        for stage, seconds in result.summary["stage_seconds"].items():
+            clocks[stage] = clocks.get(stage, 0.0) + seconds
+        clip_seconds += result.summary["clip_seconds"]
+        frames += sum(r["n_video"] for r in result.index)
+        talking_seconds += sum(r["duration_s"] for r in result.index if r["task"] in ("visual_tts", "joint"))
     return {"stage_seconds": clocks, "clip_seconds": clip_seconds, "frames": frames,
-            "talking_seconds": talking_seconds}
+            "talking_seconds": talking_seconds}    # talking: the clips with a mouth stream
 
 
 def precision_check(model: Path, corpus: Path) -> dict:
@@ -160,8 +149,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--skip-sequential", action="store_true")
     parser.add_argument("--streams", choices=["none", "default", "all"], default="none")
+    parser.add_argument("--s3", action="store_true", help="write the Ray job's output to a local S3 server (moto)")
     args = parser.parse_args()
+    if args.s3:
+        from bench.common import LocalS3
 
+        with LocalS3() as s3:
+            run(args, s3)
+    else:
+        run(args, None)
+
+
+def run(args, s3) -> None:
+    """The sequential loop, then the Ray job (its output on the local S3 server with --s3)."""
     from pipeline.demo.sample_corpus import make_sample_corpus
     from pipeline.jobs.extract import ExtractConfig, run_extract
     from pipeline.jobs.ray_exec import init_ray
@@ -205,7 +205,10 @@ def main() -> None:
 
     out = work / f"ray_{tag}"
     shutil.rmtree(out, ignore_errors=True)
-    with PeakRss() as rss:
+    if s3 is not None:
+        out = s3.url(f"ray_{args.encoder}_{args.clips}")
+        result["out"] = out
+    with PeakRss(exclude=(s3.pid,) if s3 else ()) as rss:
         start = time.perf_counter()
         init_ray(None)
         ray_start = time.perf_counter() - start
@@ -218,6 +221,9 @@ def main() -> None:
     result["ray"] = {"wall_s": wall, "ray_start_s": ray_start, "clips_per_s": args.clips / wall,
                      "clip_seconds_per_s": clip_seconds / wall, "peak_rss_mb": rss.peak_mb,
                      "kept": report["counts"]["kept"], "stage_seconds": report["stage_seconds"],
+                     "driver_cpu_s": report["this_run"].get("driver_cpu_s"),
+                     "driver_bytes_per_row": report["this_run"].get("driver_bytes_per_row"),
+                     "driver_peak_rss_mb": report["this_run"].get("driver_peak_rss_mb"),
                      "first_shard_s": events[0][0] if events else None,
                      "steady_rows_per_s": ((events[-1][1] - events[0][1]) / (events[-1][0] - events[0][0])
                                            if len(events) > 2 else None)}
@@ -226,7 +232,8 @@ def main() -> None:
         result["ray_vs_encoder_alone"] = wall / result["encoder_alone"]["s"]
         result["ray_vs_slowest_encoder_alone"] = wall / result["slowest_encoder_alone"]["s"]
     print(json.dumps(result, indent=2))
-    (work / f"result_{tag}.json").write_text(json.dumps(result, indent=2))
+    suffix = "_s3" if s3 is not None else ""
+    (work / f"result_{tag}{suffix}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

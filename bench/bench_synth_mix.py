@@ -23,10 +23,11 @@ from bench.common import PeakRss  # noqa: E402
 
 
 def run_sequential(src: Path, out: Path, config) -> dict:
+    """The same MixStage and the same unit writer (pipeline/jobs/assemble.py) in one plain loop, no Ray."""
     from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
-    from pipeline.jobs.assemble import UnitAssembler
+    from pipeline.jobs.assemble import UnitWork, make_unit
     from pipeline.jobs.ledger import Ledger
-    from pipeline.jobs.runner import open_output, unit_sizes
+    from pipeline.jobs.runner import open_output
     from pipeline.jobs.synth_mix import (
         JOB,
         mix_index,
@@ -46,20 +47,14 @@ def run_sequential(src: Path, out: Path, config) -> dict:
     recipes = plan_recipes(out, speech, sound, config, contract.video_fps)
     ledger = Ledger(out)
     plan, _ = ledger.extend_plan(recipes["key"], config.shard_size)
-    sizes = unit_sizes(plan)
-    rows = recipes.to_pylist()
     units = dict(zip(plan["clip_id"].to_pylist(), plan["unit"].to_pylist()))
-    positions = dict(zip(plan["clip_id"].to_pylist(), plan["position"].to_pylist()))
-    assembler = UnitAssembler(job=JOB, contract=contract, ledger=ledger, unit_sizes=sizes,
-                              positions=positions, to_sample=mix_sample, to_index=mix_index)
     stages = mix_stages(contract, config)
-    for i in range(0, len(rows), config.rows_per_task):
-        batch = [{**r, "clip_id": r["key"], "unit": units[r["key"]]} for r in rows[i:i + config.rows_per_task]]
-        for stage in stages:
-            batch = stage(batch)
-        for row in batch:
-            row.pop("audio", None)
-            assembler.add(row)
+    work = UnitWork(job=JOB, out_root=out, contract=contract, to_sample=mix_sample, to_index=mix_index,
+                    stages=tuple(stages), rows_per_chunk=config.rows_per_task, drop=("audio",))
+    rows = [{**r, "clip_id": r["key"], "unit": units[r["key"]]} for r in recipes.to_pylist()]
+    for unit in sorted(set(units.values())):
+        result = make_unit(unit, [r for r in rows if r["unit"] == unit], work, stages)
+        ledger.record_unit(unit, *result.tables(), result.summary)
     return {}
 
 
@@ -100,7 +95,10 @@ def main() -> None:
         wall = time.perf_counter() - start
     result["ray"] = {"wall_s": wall, "ray_start_s": ray_start, "mixtures_per_s": args.count / wall,
                      "mb_per_s": shard_mb(out) / wall, "peak_rss_mb": rss.peak_mb, "kept": report["counts"]["kept"],
-                     "stage_seconds": report["stage_seconds"]}
+                     "stage_seconds": report["stage_seconds"],
+                     "driver_cpu_s": report["this_run"].get("driver_cpu_s"),
+                     "driver_bytes_per_row": report["this_run"].get("driver_bytes_per_row"),
+                     "driver_peak_rss_mb": report["this_run"].get("driver_peak_rss_mb")}
     result["speedup_vs_sequential"] = result["sequential"]["wall_s"] / wall
     print(json.dumps(result, indent=2))
     (args.work / f"result_mix_{args.count}.json").write_text(json.dumps(result, indent=2))

@@ -3,16 +3,22 @@ read a file outside that folder.
 
 A manifest path is relative to the data root; an absolute path is accepted only when it lies under the root.
 Paths are resolved (`..` collapsed, symlinks followed) before the check, so neither `../` tricks nor a symlink
-that points out of the root can reach a file outside it.
+that points out of the root can reach a file outside it. A data root on object storage (`s3://bucket/corpus`)
+takes relative paths only, `..` collapsed the same way (`manifests.storage.within`); `fetch_media` copies such an
+object into a local scratch file for the decoders.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
 
+from manifests import storage
 from manifests.media_sniff import NotMedia, sniff_container
 from manifests.validate import MEDIA_COLUMNS
 
@@ -25,7 +31,7 @@ class PathEscapesRoot(ValueError):
     """A manifest path that resolves to a file outside the data root."""
 
 
-def resolve_under_root(root: str | Path, path: str) -> Path:
+def resolve_under_root(root: str | Path, path: str) -> Path | str:
     """The absolute, resolved location of manifest path `path` under `root`.
 
     Relative paths are joined to root; absolute ones must already lie under it. Raises InvalidPath for an empty
@@ -36,6 +42,11 @@ def resolve_under_root(root: str | Path, path: str) -> Path:
         raise InvalidPath(f"empty media path {path!r}")
     if "\x00" in path:
         raise InvalidPath(f"media path {path!r} holds a NUL byte")
+    if storage.is_url(str(root)):
+        url = storage.within(str(root), path)
+        if url is None:
+            raise PathEscapesRoot(f"media path {path!r} leaves the data root {root}")
+        return url
     root_resolved = Path(root).resolve()
     candidate = Path(path)
     if not candidate.is_absolute():
@@ -44,6 +55,23 @@ def resolve_under_root(root: str | Path, path: str) -> Path:
     if not resolved.is_relative_to(root_resolved):
         raise PathEscapesRoot(f"media path {path!r} resolves to {resolved}, outside the data root {root_resolved}")
     return resolved
+
+
+MEDIA_SCRATCH = Path(tempfile.gettempdir()) / f"vssflow-media-{os.getpid()}"
+
+
+def fetch_media(url: str) -> Path:
+    """A local copy of a media object (for decoders, which read local files), under this process's scratch folder;
+    the caller deletes it when done. FileNotFoundError when there is no such object."""
+    if not storage.exists(url):
+        raise FileNotFoundError(url)
+    MEDIA_SCRATCH.mkdir(parents=True, exist_ok=True)
+    name = url.rsplit("/", 1)[-1]
+    local = MEDIA_SCRATCH / f"{hashlib.sha1(url.encode()).hexdigest()[:16]}-{name}"
+    with storage.open_read(url) as src, open(local, "wb") as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            dst.write(block)
+    return local
 
 
 class PathProblem(NamedTuple):
@@ -75,6 +103,10 @@ def check_media_paths(table: pa.Table, root: str | Path) -> list[PathProblem]:
                 continue
             except PathEscapesRoot as e:
                 problems.append(PathProblem(row, ids[row], column, "escapes_root", str(e)))
+                continue
+            if isinstance(resolved, str):     # object storage: existence only (its bytes are sniffed on decode)
+                if not storage.exists(resolved):
+                    problems.append(PathProblem(row, ids[row], column, "missing", f"no object at {resolved}"))
                 continue
             if not resolved.is_file():
                 problems.append(PathProblem(row, ids[row], column, "missing", f"no file at {resolved}"))

@@ -24,13 +24,12 @@ from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
-from manifests.atomic import atomic_write_text
+from manifests import storage
 from manifests.readers.registry import corpus_of
 from stages.format.contract import FeatureContract, read_dataset_json
-from stages.format.layout import OutputDir
+from stages.format.layout import OutputDir, read_table
 
 MIXED_SPLITS = "mixed"
 UNKNOWN_LICENCE = "not recorded (no reader declares this corpus): state it before sharing this output"
@@ -72,7 +71,7 @@ def scan_shards(paths: Iterable[Path]) -> tuple[pa.Schema, dict[str, Any]]:
     schemas, first, first_key = [], {}, None
     for path in paths:
         metas = []
-        with tarfile.open(path, "r:") as tar:
+        with storage.open_read(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
             for info in tar:
                 if not info.isfile() or "." not in info.name:
                     continue
@@ -147,9 +146,9 @@ def source_datasets(folder: OutputDir, index: pa.Table, job: str) -> dict[str, i
         sources = {}
     counts: collections.Counter = collections.Counter()
     for source in [*sources.get("speech", []), *sources.get("sound", [])]:
-        source_index = OutputDir(Path(source)).index
-        if source_index.is_file():
-            counts.update(pq.read_table(source_index, columns=["dataset"])["dataset"].to_pylist())
+        source_index = OutputDir(source).index
+        if storage.exists(source_index):
+            counts.update(read_table(source_index, columns=["dataset"])["dataset"].to_pylist())
     return dict(counts)
 
 
@@ -202,7 +201,7 @@ def card_text(folder: OutputDir, contract: FeatureContract, doc: dict, index: pa
     sizes = dict(zip(index["shard"].to_pylist(), index["shard_size"].to_pylist())) \
         if "shard_size" in index.column_names else {}
     rows, licence = licence_rows(source_datasets(folder, index, doc["job"]))
-    name = folder.root.resolve().name
+    name = output_name(folder)
     lines = [front_matter(name, configs, features, licence),
              f"# {name}: a VSSFlow {doc['job']} output", "",
              f"Written by `pipeline run {doc['job']}`: {index.num_rows} samples in "
@@ -235,11 +234,16 @@ def card_text(folder: OutputDir, contract: FeatureContract, doc: dict, index: pa
     return "\n".join(lines)
 
 
+def output_name(folder: OutputDir) -> str:
+    """The output folder's last name (a local folder's after resolving; an object-storage prefix's last part)."""
+    return str(folder.root).rstrip("/").rsplit("/", 1)[-1] if folder.remote else Path(folder.root).resolve().name
+
+
 def wids_index(folder: OutputDir, index: pa.Table) -> dict[str, Any]:
     counts = collections.Counter(index["shard"].to_pylist())
     sizes = dict(zip(index["shard"].to_pylist(), index["shard_size"].to_pylist())) \
         if "shard_size" in index.column_names else {}
-    return {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": folder.root.resolve().name,
+    return {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": output_name(folder),
             "shardlist": [{"url": shard, "nsamples": n, **({"filesize": sizes[shard]} if sizes.get(shard) else {})}
                           for shard, n in counts.items()]}
 
@@ -247,7 +251,7 @@ def wids_index(folder: OutputDir, index: pa.Table) -> dict[str, Any]:
 def write_card(out_dir: Path) -> dict[str, Any]:
     """Write OUT/README.md (the dataset card) and OUT/wids-index.json from the index and the shards; returns
     {"configs": {task: {split: [shard]}}, "left_out": {shard: [tasks]}}."""
-    folder = OutputDir(Path(out_dir))
+    folder = OutputDir(out_dir)
     contract, doc = read_dataset_json(folder.root)
     index = folder.read_index()
     if index.num_rows == 0:   # a job that kept nothing writes an index of keys alone
@@ -259,6 +263,6 @@ def write_card(out_dir: Path) -> dict[str, Any]:
         for task, splits in configs.items():
             schema, members = scan_shards(folder.shard(s) for shards in splits.values() for s in shards)
             features[task] = features_yaml(schema, members)
-    atomic_write_text(folder.card, card_text(folder, contract, doc, index, configs, left_out, features))
-    atomic_write_text(folder.wids_index, json.dumps(wids_index(folder, index), indent=1))
+    storage.write_bytes(folder.card, card_text(folder, contract, doc, index, configs, left_out, features).encode())
+    storage.write_bytes(folder.wids_index, json.dumps(wids_index(folder, index), indent=1).encode())
     return {"configs": configs, "left_out": left_out}

@@ -2,34 +2,33 @@
 
 Shards and rows come from the folder and report.json; rejects by reason from rejects.parquet; progress of a run
 that is going on (or was killed) from the ledger (`_work/`: units planned and finished); the last runs from
-`_work/runs.jsonl`, one line per finished run.
+`_work/runs.jsonl`, one line per finished run. The folder may be an object-storage URL.
 """
 
 from __future__ import annotations
 
 import collections
-from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from stages.format.layout import NotAnOutput, OutputDir
+from manifests import storage
+from manifests.storage import Location
+from stages.format.layout import NotAnOutput, OutputDir, read_table
 
 RUNS_SHOWN = 5
 
 
-def output_status(out: Path, *, verify: bool = False) -> dict[str, Any]:
-    """Counts of a job output folder; FileNotFoundError when the folder holds no job output."""
+def output_status(out: Location, *, verify: bool = False) -> dict[str, Any]:
+    """Counts of a job output folder (local or on object storage); NotAnOutput when it holds no job output."""
     folder = OutputDir(out)
     report = folder.read_json(folder.report)
     dataset = folder.read_json(folder.dataset_json)
-    ledger = folder.work.is_dir()
+    ledger = bool(folder.plan_files())
     if report is None and not ledger:
         raise NotAnOutput(f"{out} holds no job output (no report.json and no _work/ ledger)")
     shard_files = folder.shard_files()
     rejects_by_reason: collections.Counter = collections.Counter()
-    if folder.rejects.is_file():
-        rejects = pq.read_table(folder.rejects, columns=["stage", "reason"])
+    if storage.exists(folder.rejects):
+        rejects = read_table(folder.rejects, columns=["stage", "reason"])
         rejects_by_reason.update(f"{s}/{r}" for s, r in zip(rejects["stage"].to_pylist(),
                                                             rejects["reason"].to_pylist()))
     counts = (report or {}).get("counts", {})
@@ -41,7 +40,7 @@ def output_status(out: Path, *, verify: bool = False) -> dict[str, Any]:
         "job": (report or dataset or {}).get("job"),
         "feature_hash": (dataset or {}).get("feature_hash"),
         "shards": len(shard_files),
-        "bytes": sum(p.stat().st_size for p in shard_files),
+        "bytes": sum(storage.size(p) or 0 for p in shard_files),
         "rows": counts.get("rows"),
         "kept": counts.get("kept"),
         "rejected": counts.get("rejected"),

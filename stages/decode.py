@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from manifests.media_sniff import NotMedia, sniff_container
-from manifests.paths import PathEscapesRoot, resolve_under_root
+from manifests.paths import PathEscapesRoot, fetch_media, resolve_under_root
 from manifests.tasks import SPEECH_TASKS, VIDEO_TASKS
 from manifests.validate import time_problem
 from stages.base import Reject, Row, Stage
@@ -89,11 +89,19 @@ class DecodeStage(Stage):
         if rel is None:
             return None
         try:
-            return resolve_under_root(Path(self.data_root), rel)
+            resolved = resolve_under_root(self.data_root, rel)
         except PathEscapesRoot as e:
             raise Reject("path_escapes_root", str(e)) from None
         except ValueError as e:
             raise Reject("bad_path", str(e)) from None
+        if not isinstance(resolved, str):
+            return resolved
+        try:   # media on object storage: decoded from a local copy, deleted after the row
+            local = fetch_media(resolved)
+        except FileNotFoundError:
+            raise Reject("missing_file", resolved) from None
+        self._fetched.append(local)
+        return local
 
     def _open(self, row: Row) -> tuple[Optional[VideoSource], AudioSource]:
         cfg = self.config
@@ -120,6 +128,14 @@ class DecodeStage(Stage):
         return video, audio
 
     def process(self, row: Row) -> None:
+        self._fetched: list[Path] = []
+        try:
+            self._decode(row)
+        finally:
+            for local in self._fetched:
+                local.unlink(missing_ok=True)
+
+    def _decode(self, row: Row) -> None:
         cfg = self.config
         problem = time_problem(row)
         if problem is not None:

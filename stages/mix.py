@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -229,7 +228,7 @@ class MixStage(Stage):
     def load(self, shard: str, key: str) -> dict:
         if shard not in self.shard_problems:
             size, sha256 = self.shard_checks.get(shard, (None, None))
-            self.shard_problems[shard] = shard_problem(Path(shard), size, sha256, checksum=True)
+            self.shard_problems[shard] = shard_problem(shard, size, sha256, checksum=True)
         problem = self.shard_problems[shard]
         if problem == "missing":
             raise Reject("missing_source", f"{key}: shard {shard} is missing")

@@ -16,6 +16,13 @@ for _name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_SUBMISSION_ADDRE
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep every Ray socket on loopback
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Object storage in tests is the local S3 server below (moto, on 127.0.0.1): fake credentials, set before any Ray
+# process starts so that every worker has them; the endpoint is forwarded by the jobs themselves.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(_name, None)
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                   "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,54 @@ def mixed(extracted, tmp_path_factory):
     report = run_synth_mix(speech_dirs=[src], sound_dirs=[src], out_dir=out,
                            config=SynthMixConfig(count=12, seed=0, shard_size=SHARD_SIZE))
     return out, report
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+    bucket: str
+
+    def url(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.bucket}", *parts])
+
+    def keys(self, prefix: str) -> list[str]:
+        import fsspec
+
+        fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": self.endpoint}, use_listings_cache=False)
+        return sorted(p.split("/", 1)[1] for p in fs.find(f"{self.bucket}/{prefix}"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 for the session, one bucket; the endpoint is
+    set in this process's environment (AWS_ENDPOINT_URL), as a user would set it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.1)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="vssflow")
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        yield S3(endpoint, "vssflow")
+    finally:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+        proc.terminate()
+        proc.wait(timeout=20)

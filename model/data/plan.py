@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from manifests import storage
 from manifests.errors import PipelineError
 from manifests.splits import HELD_OUT_SPLITS, SPLITS, canonical_split
 from manifests.tasks import TASKS
@@ -39,21 +40,27 @@ def open_datasets(dirs: Sequence[str | Path]) -> FeatureContract:
     """The one feature contract shared by every folder; a ContractError names the folders and fields that differ."""
     if not dirs:
         raise DataError("no data folders given")
-    paths = [Path(d) for d in dirs]
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise DataError(f"a data folder is given twice: {[str(p) for p in paths]}")
+    paths = [resolved(d) for d in dirs]
+    if len(set(map(str, paths))) != len(paths):
+        raise DataError(f"a data folder is given twice: {[str(d) for d in dirs]}")
     return require_same([(str(p), read_dataset_json(p)[0]) for p in paths],
                         "Train only on folders extracted with the same config and models.")
 
 
+def resolved(folder: str | Path) -> storage.Location:
+    """A data folder as an absolute local path, or an object-storage URL as given (shards stream from it)."""
+    location = storage.as_location(str(folder))
+    return location if storage.is_url(location) else Path(location).resolve()
+
+
 def read_index(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Rows {url, key, task, split, sha256} of every folder's index.parquet; url is the shard's absolute path and
-    sha256 the checksum its ledger recorded (None for outputs older than checksums). A shard outside its folder,
-    missing, or of another size than recorded is a DataError naming it."""
+    """Rows {url, key, task, split, sha256} of every folder's index.parquet; url is the shard's absolute path (or
+    its object-storage URL) and sha256 the checksum its ledger recorded (None for outputs older than checksums).
+    A shard outside its folder, missing, or of another size than recorded is a DataError naming it."""
     rows: list[dict[str, Any]] = []
     for d in dirs:
-        folder = OutputDir(Path(d).resolve())
-        if not folder.index.is_file():
+        folder = OutputDir(resolved(d))
+        if not storage.exists(folder.index):
             raise DataError(f"{folder.index} not found: is {d} the output folder of an extract or synth-mix job?")
         table = folder.read_index()
         missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
@@ -75,7 +82,7 @@ def read_index(dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def _shard_path(folder: OutputDir, shard: str, size: Optional[int]) -> Path:
+def _shard_path(folder: OutputDir, shard: str, size: Optional[int]) -> storage.Location:
     """An index row's shard as an absolute path; one outside the folder, missing, or resized is a DataError."""
     try:
         path = folder.shard(shard)
@@ -212,7 +219,7 @@ def plan_pretrain(dirs: Sequence[str | Path], *, task_weights: Optional[dict[str
     rows = read_index(dirs)
     val, exclude = held_out_rows(rows, val_split=val_split, val_samples=val_samples)
     train = [r for r in rows if (r["url"], r["key"]) not in exclude]
-    return TrainData(contract, tuple(str(Path(d).resolve()) for d in dirs), tuple(task_sources(train, task_weights)),
+    return TrainData(contract, tuple(str(resolved(d)) for d in dirs), tuple(task_sources(train, task_weights)),
                      tuple((r["url"], r["key"]) for r in val), exclude, recorded_checksums(rows))
 
 
@@ -227,7 +234,7 @@ def plan_finetune(mix_dirs: Sequence[str | Path], real_joint_dirs: Sequence[str 
                                  val_samples=val_samples)
     keep = lambda rs: [r for r in rs if (r["url"], r["key"]) not in exclude]  # noqa: E731
     sources = finetune_sources(keep(mix), keep(real), synthetic_ratio)
-    return TrainData(contract, tuple(str(Path(d).resolve()) for d in dirs), tuple(sources),
+    return TrainData(contract, tuple(str(resolved(d)) for d in dirs), tuple(sources),
                      tuple((r["url"], r["key"]) for r in val), exclude, recorded_checksums(mix + real))
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -39,7 +38,7 @@ from model.data.plan import DataError, Source, TrainData
 from model.data.prep import SamplePrep, make_batch
 from stages.format.layout import file_checksum
 from stages.format.rates import AUDIO_FPS
-from stages.format.shard_io import decode_sample
+from stages.format.shard_io import decode_sample, raw_samples
 
 # purposes of the seeds derived by seed_of (fixed numbers: changing one changes every stream)
 _SHARDS, _SHUFFLE, _MIX, _SAMPLE, _VALID = range(5)
@@ -62,7 +61,7 @@ def verify_shard(url: str, sha256: Optional[str]) -> None:
     checked before any of its samples is used. Shards from outputs older than checksums are not checked."""
     if sha256 is None or url in _verified:
         return
-    if file_checksum(Path(url)) != sha256:
+    if file_checksum(url) != sha256:
         raise DataError(f"shard {url} is damaged: its checksum differs from the one recorded when it was written. "
                         f"Run `pipeline status --verify` on its folder and re-run the job that wrote it")
     _verified.add(url)
@@ -71,14 +70,13 @@ def verify_shard(url: str, sha256: Optional[str]) -> None:
 def _shard_samples(url: str, sha256: Optional[str] = None) -> Iterator[dict[str, Any]]:
     """Raw samples of one shard, in order, without the FLAC (training reads features only: less I/O and memory in
     the shuffle buffers). Not `stages.format.shard_io.iter_samples`: its WebDataset refuses to run under
-    torch.distributed without a node splitter, and every rank here reads shards on its own terms."""
+    torch.distributed without a node splitter, and every rank here reads shards on its own terms. Shards at
+    object-storage URLs stream through `manifests.storage` into webdataset's tar iterator."""
     import tarfile
-
-    import webdataset as wds
 
     verify_shard(url, sha256)
     try:
-        for raw in wds.tarfile_to_samples(select_files=_not_audio)(iter([{"url": url}])):
+        for raw in raw_samples([url], select_files=_not_audio):
             if not CLIP_ID_PATTERN.fullmatch(raw["__key__"]):
                 raise DataError(f"shard {url} holds a member named {raw['__key__']!r}, not a sample key: "
                                 "it was not written by this pipeline")

@@ -292,7 +292,7 @@ STATUS_EPILOG = """Examples:
 
 
 def status_cmd(
-    out: Path = typer.Argument(..., help="Output folder of a job."),
+    out: str = typer.Argument(..., help="Output folder (or object-storage URL) of a job."),
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON on stdout."),
     verify: bool = typer.Option(False, "--verify", help="Also re-read every shard's checksum (sizes are always "
                                 "compared); exit 1 when a shard is missing or damaged."),

@@ -12,10 +12,35 @@ from typing import List, Optional, Sequence
 import typer
 
 from manifests.errors import UsageError
-from pipeline.cli.common import print_summary, reported_errors, row_progress
+from pipeline.cli.common import fail, job_progress, print_plan, print_summary, reported_errors, set_log_level
 from pipeline.cli.config_options import PRINT_CONFIG_OPTION, SET_OPTION, job_config
 from pipeline.cli.train import train_app
 from pipeline.jobs.runner import RunOptions
+
+LIMIT = typer.Option(None, "--limit", min=1, help="Take only the first N input rows (to try a config).")
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan (units, rows, estimated bytes, placement) and "
+                       "write nothing.")
+MAX_REJECT_FRAC = typer.Option(None, "--max-reject-frac", min=0.0, max=1.0, help="Exit 1 when more than this "
+                               "share of the job's rows is rejected (the output and summary are still written).")
+LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error (job log lines on stderr; "
+                         "debug also shows the Ray workers' own output).")
+
+
+def run_options(*, verify: bool, redo_changed: bool, limit: Optional[int], dry_run: bool) -> RunOptions:
+    return RunOptions(verify=verify, redo_changed=redo_changed, limit=limit, dry_run=dry_run)
+
+
+def finish(report: dict, max_reject_frac: Optional[float]) -> None:
+    """Print a run's summary (or a dry run's plan); exit 1 past --max-reject-frac."""
+    from pipeline.jobs.runner import reject_share_exceeded
+
+    if report.get("dry_run"):
+        print_plan(report)
+        return
+    print_summary(report)
+    problem = reject_share_exceeded(report, max_reject_frac)
+    if problem:
+        fail(problem)
 
 run_app = typer.Typer(help="Run a job (embedded Ray by default; --address or RAY_ADDRESS for a cluster).",
                       no_args_is_help=True)
@@ -28,13 +53,15 @@ run_app.add_typer(train_app)  # pretrain, finetune, generate join `pipeline run`
 
   pipeline run extract --manifest m.parquet --data-root /mnt/corpus --out /mnt/shards --config extract.yaml --address ray://head:10001
 
+  pipeline run extract --manifest m.parquet --data-root /mnt/corpus --out s3://bucket/shards/ljs --visual-model models/clip --dry-run
+
   pipeline run extract --manifest m.parquet --data-root data --out out/x --config configs/extract.yaml --set shard_size=64 --print-config
 
 Re-running the same command resumes: finished shards are kept (a missing or damaged one is redone), only missing work is done; a manifest with new rows adds shards for those rows only; rows edited since are reported (--redo-changed redoes their shards).""")  # noqa: E501 - examples are kept whole
 def run_extract_cmd(
     manifest: Path = typer.Option(..., help="Manifest Parquet file (see `pipeline manifest build`)."),
-    data_root: Path = typer.Option(..., help="Folder the manifest's paths are relative to."),
-    out: Path = typer.Option(..., help="Output folder: shards/, index.parquet, rejects.parquet, report.json, dataset.json."),  # noqa: E501
+    data_root: str = typer.Option(..., help="Folder (or object-storage URL) the manifest's paths are relative to."),
+    out: str = typer.Option(..., help="Output folder or object-storage URL (s3://bucket/prefix): shards/, index.parquet, rejects.parquet, report.json, dataset.json."),  # noqa: E501
     visual_model: Optional[Path] = typer.Option(None, help="Local CLIP directory (Hugging Face layout); overrides the config."),  # noqa: E501
     vae: Optional[Path] = typer.Option(None, help="Local diffusers AutoencoderKL directory: also store VAE latents."),
     lip_model: Optional[Path] = typer.Option(None, help="Local TorchScript lip encoder: store its features of the "
@@ -50,10 +77,15 @@ def run_extract_cmd(
                                       "edited since (otherwise they are only reported)."),
     set_values: List[str] = SET_OPTION,
     print_config: bool = PRINT_CONFIG_OPTION,
+    limit: Optional[int] = LIMIT,
+    dry_run: bool = DRY_RUN,
+    max_reject_frac: Optional[float] = MAX_REJECT_FRAC,
+    log_level: str = LOG_LEVEL,
 ) -> None:
     """Extract 10 fps visual features, loudness-normalised audio, log-mel, phonemes (and latents) into shards."""
     from pipeline.jobs.extract import ExtractConfig, run_extract
 
+    set_log_level(log_level)
     cfg = job_config(ExtractConfig, config, {"visual.model_dir": str(visual_model) if visual_model else None,
                                              "latent.vae_dir": str(vae) if vae else None,
                                              "lip.model_dir": str(lip_model) if lip_model else None,
@@ -61,10 +93,11 @@ def run_extract_cmd(
                                              "shard_size": shard_size},
                      set_values, print_config)
     with reported_errors(FileNotFoundError, ValueError):
-        with row_progress("extract") as progress:
+        with job_progress("extract") as progress:
             report = run_extract(manifest=manifest, data_root=data_root, out_dir=out, config=cfg, address=address,
-                                 progress=progress, options=RunOptions(verify=verify, redo_changed=redo_changed))
-    print_summary(report)
+                                 progress=progress, options=run_options(verify=verify, redo_changed=redo_changed,
+                                                                        limit=limit, dry_run=dry_run))
+    finish(report, max_reject_frac)
 
 
 @run_app.command("synth-mix", epilog="""Examples:
@@ -75,9 +108,9 @@ def run_extract_cmd(
 
 Same arguments give the same mixtures; re-running resumes; a larger --count adds mixtures (never changes old ones).""")  # noqa: E501
 def run_synth_mix_cmd(
-    speech: list[Path] = typer.Option(..., help="Extract output folder (or one of its shards) with visual_tts/tts samples; repeatable."),  # noqa: E501
-    sound: list[Path] = typer.Option(..., help="Extract output folder (or one of its shards) with v2s samples; repeatable."),  # noqa: E501
-    out: Path = typer.Option(..., help="Output folder for the mixture shards."),
+    speech: list[str] = typer.Option(..., help="Extract output folder or URL (or one of its shards) with visual_tts/tts samples; repeatable."),  # noqa: E501
+    sound: list[str] = typer.Option(..., help="Extract output folder or URL (or one of its shards) with v2s samples; repeatable."),  # noqa: E501
+    out: str = typer.Option(..., help="Output folder or object-storage URL for the mixture shards."),
     count: Optional[int] = typer.Option(None, min=1, help="Number of mixtures (default 1000)."),
     seed: Optional[int] = typer.Option(None, help="Seed of pairing, offsets, SNRs and modes (default 0)."),
     config: Optional[Path] = typer.Option(None, help="YAML config (keys of pipeline.jobs.synth_mix.SynthMixConfig)."),
@@ -90,17 +123,23 @@ def run_synth_mix_cmd(
                                       "edited since (otherwise they are only reported)."),
     set_values: List[str] = SET_OPTION,
     print_config: bool = PRINT_CONFIG_OPTION,
+    limit: Optional[int] = LIMIT,
+    dry_run: bool = DRY_RUN,
+    max_reject_frac: Optional[float] = MAX_REJECT_FRAC,
+    log_level: str = LOG_LEVEL,
 ) -> None:
     """Mix speech over environmental sound at feature level (waveform mix, re-derived mel, mixed visual features)."""
     from pipeline.jobs.synth_mix import SynthMixConfig, run_synth_mix
 
+    set_log_level(log_level)
     cfg = job_config(SynthMixConfig, config, {"count": count, "seed": seed, "shard_size": shard_size,
                                               "vae_dir": str(vae) if vae else None}, set_values, print_config)
     with reported_errors(FileNotFoundError, ValueError):
-        with row_progress("synth-mix") as progress:
+        with job_progress("synth-mix") as progress:
             report = run_synth_mix(speech_dirs=speech, sound_dirs=sound, out_dir=out, config=cfg, address=address,
-                                   progress=progress, options=RunOptions(verify=verify, redo_changed=redo_changed))
-    print_summary(report)
+                                   progress=progress, options=run_options(verify=verify, redo_changed=redo_changed,
+                                                                          limit=limit, dry_run=dry_run))
+    finish(report, max_reject_frac)
 
 
 def known_jobs() -> list[str]:

@@ -1,14 +1,14 @@
 """`pipeline run extract`: manifest -> feature shards, as a Ray Data streaming pipeline.
 
-Two placements of the same stages (config `visual.placement`):
-  split (default with GPUs): manifest rows (blocks of `rows_per_task`)
-      -> [decode -> audio -> speech span -> phonemes]   CPU tasks
-      -> [visual encoder]                actor pool, a GPU each (models loaded once per actor)
-      -> [VAE latents]                   actor pool, only with --vae
-  fused (default without GPUs): one actor pool of CPU workers, each running every stage with its models
-      loaded once. Decoded frames never leave the worker: on CPU, shipping 150 kB frames through the object
-      store to a separate encoder process costs more than encoding them (BENCHMARKS.md).
-  Either way -> driver: rows grouped by unit -> one atomic shard per unit + ledger entry (pipeline/assemble.py).
+Each unit (one shard, rows of one task) is a Ray task on a CPU worker that runs its rows through the stages in
+chunks of `rows_per_task` and streams the samples into the unit's shard (pipeline/jobs/assemble.py); the driver
+only records each unit's ledger entry. Two placements of the encoders (config `visual.placement`):
+  fused (default without GPUs): the task runs every stage itself, models loaded once per worker process.
+      Decoded frames never leave the worker: on CPU, shipping 150 kB frames through the object store to a
+      separate encoder process costs more than encoding them (BENCHMARKS.md).
+  split (default with GPUs): the task decodes (decode -> audio -> speech span -> phonemes) and sends each
+      chunk's frames to a pool of encoder actors, a GPU each (and the mels to the VAE actors with --vae); the
+      features come back to the task, which writes the shard. Frames cross the object store once, samples never.
 Work is processed in windows of units so memory stays bounded whatever the manifest size.
 """
 
@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pyarrow as pa
 
+from manifests import storage
 from manifests.errors import UsageError
 from manifests.tasks import SPEECH_TASKS
 from manifests.validate import read_manifest
@@ -280,39 +282,68 @@ def placement(config: ExtractConfig, gpus: int) -> str:
     return ("split" if gpus else "fused") if choice == "auto" else choice
 
 
-def build_dataset(rows: pa.Table, config: ExtractConfig, data_root: Path):
-    """The Ray Data graph over one window of pending rows."""
-    import ray
+class ExtractGraph:
+    """The Ray side of one extract run: its unit work (stages, or encoder actors for the split placement, made
+    once per run) and the Ray Data graph over each window of pending units."""
 
-    from pipeline.jobs.ray_exec import StageActor, cluster_gpus, run_stages
+    def __init__(self, config: ExtractConfig, data_root: str, out_dir, contract: FeatureContract):
+        self.config, self.data_root, self.out_dir, self.contract = config, data_root, out_dir, contract
+        self._work = None
+        self._layout: dict[str, Any] = {}
 
-    step = max(1, config.rows_per_task)
-    ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
-    gpus = cluster_gpus()
-    drop = ("audio", "frames")
-    if placement(config, gpus) == "fused":
-        threads = max(1, int(config.cpu_stage_cpus))
-        stages = cpu_stages(config, data_root) + [visual_stage(config, threads)]
+    def placement(self) -> dict[str, Any]:
+        """Where the stages run (after init_ray: it reads the cluster's resources)."""
+        import ray
+
+        from pipeline.jobs.ray_exec import cluster_gpus
+
+        config, gpus = self.config, cluster_gpus()
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        kind = placement(config, gpus)
+        encoder_cpus = 0 if kind == "fused" else (1 if gpus else 0.5) * (config.visual.actors or max(gpus, 1))
+        workers = config.cpu_workers or max(1, int((cpus - encoder_cpus) / config.cpu_stage_cpus))
+        return {"placement": kind, "unit_tasks_at_once": workers, "cpus_per_task": config.cpu_stage_cpus,
+                "gpus": gpus, "encoder_actors": 0 if kind == "fused" else config.visual.actors or max(gpus, 1)}
+
+    def work(self):
+        from pipeline.jobs.assemble import UnitWork
+
+        if self._work is None:
+            self._layout = self.placement()
+            stages = self._stages(self._layout)
+            self._work = UnitWork(job=JOB, out_root=self.out_dir, contract=self.contract, to_sample=extract_sample,
+                                  to_index=extract_index, stages=tuple(stages),
+                                  rows_per_chunk=self.config.rows_per_task, stage_key=f"{JOB}-{uuid.uuid4().hex}")
+        return self._work
+
+    def _stages(self, layout: dict[str, Any]) -> list:
+        from pipeline.jobs.ray_exec import RemoteStages, stage_pool
+
+        config = self.config
+        stages = cpu_stages(config, self.data_root)
+        if layout["placement"] == "fused":
+            stages.append(visual_stage(config, max(1, int(config.cpu_stage_cpus))))
+            if config.latent.vae_dir:
+                stages.append(latent_stage(config))
+            return stages
+        gpus = layout["gpus"]
+        # On a CPU-only cluster (split forced) the encoder asks for half a CPU so unit tasks keep running beside it.
+        resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_gpus": 0, "num_cpus": 0.5}
+        encoders = stage_pool([visual_stage(config, None if gpus else 1)], size=layout["encoder_actors"],
+                              drop=("frames",), **resources)
+        stages.append(RemoteStages(encoders, drop=("audio",)))
         if config.latent.vae_dir:
-            stages.append(latent_stage(config))
-        workers = config.cpu_workers or max(1, int(ray.cluster_resources().get("CPU", 1) / config.cpu_stage_cpus))
-        return ds.map_batches(StageActor, fn_constructor_kwargs={"stages": stages, "drop": drop}, batch_size=None,
-                              compute=ray.data.ActorPoolStrategy(size=workers),
-                              num_cpus=config.cpu_stage_cpus)
-    ds = ds.map_batches(run_stages, fn_kwargs={"stages": cpu_stages(config, data_root), "drop": ("audio",)},
-                        batch_size=None, num_cpus=config.cpu_stage_cpus)
-    node_cpus = int(ray.cluster_resources().get("CPU", 1))
-    # On a CPU-only cluster (split forced) the encoder asks for half a CPU so decode tasks keep running beside it.
-    resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_gpus": 0, "num_cpus": 0.5}
-    ds = ds.map_batches(StageActor, fn_constructor_kwargs={"stages": [visual_stage(config, None if gpus else node_cpus)],
-                                                           "drop": drop},
-                        batch_size=config.visual.rows_per_batch,
-                        compute=ray.data.ActorPoolStrategy(size=config.visual.actors or max(gpus, 1)), **resources)
-    if config.latent.vae_dir:
-        ds = ds.map_batches(StageActor, fn_constructor_kwargs={"stages": [latent_stage(config)], "drop": ()},
-                            batch_size=config.latent.batch_size, compute=ray.data.ActorPoolStrategy(size=1),
-                            **resources)
-    return ds
+            stages.append(RemoteStages(stage_pool([latent_stage(config)], size=1, **resources)))
+        return stages
+
+    def __call__(self, rows: pa.Table):
+        """The Ray Data graph over one window of pending rows: a task per unit, each writing its shard."""
+        from pipeline.jobs.ray_exec import unit_dataset
+
+        work = self.work()
+        return unit_dataset(rows, work, num_cpus=self.config.cpu_stage_cpus,
+                            concurrency=self._layout["unit_tasks_at_once"],
+                            remote=storage.is_url(self.data_root))
 
 
 def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: ExtractConfig,
@@ -320,11 +351,22 @@ def run_extract(*, manifest: Path, data_root: Path, out_dir: Path, config: Extra
                 options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Run (or resume) an extract job; returns the report."""
     rows = words_as_json(read_manifest(manifest))
-    data_root = Path(data_root).resolve()
-    if not data_root.is_dir():
-        raise UsageError(f"data root {data_root} is not a directory: pass the folder the manifest's paths are "
-                         "relative to (--data-root)")
-    spec = JobSpec(name=JOB, out_dir=Path(out_dir), contract=build_contract(config), config=config, rows=rows,
-                   shard_size=config.shard_size, build_dataset=lambda window: build_dataset(window, config, data_root),
-                   to_sample=extract_sample, to_index=extract_index, source=str(manifest))
+    data_root = check_data_root(data_root)
+    contract = build_contract(config)
+    out = storage.as_location(out_dir)
+    graph = ExtractGraph(config, data_root, out, contract)
+    spec = JobSpec(name=JOB, out_dir=out, contract=contract, config=config, rows=rows,
+                   shard_size=config.shard_size, build_dataset=graph, to_sample=extract_sample,
+                   to_index=extract_index, source=str(manifest), placement=graph.placement)
     return run_job(spec, address=address, progress=progress, options=options)
+
+
+def check_data_root(data_root) -> str:
+    """The data root as the stages get it: a resolved local folder, or an object-storage URL."""
+    if storage.is_url(str(data_root)):
+        return str(storage.as_location(str(data_root)))
+    root = Path(data_root).resolve()
+    if not root.is_dir():
+        raise UsageError(f"data root {root} is not a directory: pass the folder the manifest's paths are "
+                         "relative to (--data-root)")
+    return str(root)

@@ -1,14 +1,17 @@
-"""Running `stages/` objects under Ray: connecting to Ray, numpy batches <-> rows, stages as tasks or as actors.
+"""Running `stages/` objects under Ray: connecting to Ray, numpy batches <-> rows, units as tasks, stages as actors.
 
 Stages see plain row dicts; this adapter is the only code that knows Ray Data's batch format.
-Arrays cross operator boundaries as `.npy` bytes (a binary column): Ray's tensor columns cannot unify
-blocks whose arrays differ in shape or nullness (e.g. phone ids of one length in one block, several
-in another), and bytes cost one copy, nothing next to decoding or encoding a clip.
+Work goes out as one Ray Data row per unit (its input rows as Arrow IPC bytes) to `make_units`, a task that runs
+the unit's stages and writes its shard (pipeline/jobs/assemble.py) and returns the unit's result as JSON. Stages
+are set up once per worker process (`ready_stages`), so a task costs no model loading after the first.
+Where stages run elsewhere (the encoders of the split placement, actors with a GPU each), rows cross to them as
+a batch whose arrays are `.npy` bytes: Ray's tensor columns cannot unify arrays that differ in shape or nullness.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import math
@@ -18,8 +21,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
 
+from manifests import storage
 from manifests.atomic import atomic_write_text
+from pipeline.jobs.assemble import UnitResult, UnitWork, make_unit
 from stages.base import Row, Stage
 from stages.format.shard_io import load_npy, npy_bytes
 
@@ -78,6 +84,104 @@ class StageActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return run_stages(batch, stages=self.stages, drop=self.drop)
 
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self(batch)
+
+
+class RemoteStages:
+    """Stages served by actors elsewhere (the split placement's encoders, a GPU each), called like a stage from
+    inside a unit's task: a chunk's rows go to one actor and come back with its features. Consecutive calls
+    go to the actors in turn, starting from the caller's process, so unit tasks spread over the pool."""
+
+    def __init__(self, actors: Sequence[Any], drop: Sequence[str] = ()):
+        self.actors, self.drop = list(actors), tuple(drop)
+        self.turn = os.getpid()
+
+    def __call__(self, rows: Sequence[Row]) -> list[Row]:
+        import ray
+
+        if not rows:
+            return []
+        self.turn += 1
+        actor = self.actors[self.turn % len(self.actors)]
+        return batch_to_rows(ray.get(actor.run.remote(rows_to_batch(rows, self.drop))))
+
+
+def stage_pool(stages: Sequence[Stage], *, size: int, drop: Sequence[str] = (), **resources) -> list:
+    """`size` StageActors holding `stages` (a GPU each with num_gpus=1), restarted when their process dies."""
+    import ray
+
+    cls = ray.remote(StageActor).options(max_restarts=-1, max_task_retries=-1, **resources)
+    return [cls.remote(list(stages), list(drop)) for _ in range(size)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Units as tasks
+
+_READY: dict[str, list] = {}   # stage_key -> set-up stages of this worker process (the last job's only)
+
+
+def ready_stages(work: UnitWork) -> list:
+    """The work's stages, set up once per worker process (models loaded once), kept for its next units."""
+    if work.stage_key not in _READY:
+        stages = list(work.stages)
+        for stage in stages:
+            stage(())   # runs setup()
+        _READY.clear()
+        _READY[work.stage_key] = stages
+    return _READY[work.stage_key]
+
+
+def make_units(batch: dict[str, np.ndarray], *, work: UnitWork) -> dict[str, np.ndarray]:
+    """Ray Data task: each row is a unit (`unit`, `rows` as Arrow IPC) -> its shard written, its result as JSON."""
+    results = []
+    for unit, blob in zip(batch["unit"], batch["rows"]):
+        rows = pa.ipc.open_stream(bytes(blob)).read_all().to_pylist()
+        result = make_unit(int(unit), rows, work, ready_stages(work))
+        results.append(json.dumps(dataclasses.asdict(result), default=_plain_json))
+    return {"unit": np.asarray(batch["unit"], dtype=np.int64), "result": np.array(results, dtype=object)}
+
+
+def _plain_json(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def unit_rows(units: pa.Table) -> pa.Table:
+    """Pending input rows (with `unit`, in plan order) -> one row per unit: (unit, rows as Arrow IPC bytes)."""
+    blobs, numbers = [], []
+    unit_column = units["unit"].to_numpy()
+    start = 0
+    while start < len(unit_column):
+        end = start
+        while end < len(unit_column) and unit_column[end] == unit_column[start]:
+            end += 1
+        sink = pa.BufferOutputStream()
+        part = units.slice(start, end - start)
+        with pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_table(part)
+        blobs.append(sink.getvalue().to_pybytes())
+        numbers.append(int(unit_column[start]))
+        start = end
+    return pa.table({"unit": pa.array(numbers, pa.int64()), "rows": pa.array(blobs, pa.binary())})
+
+
+def unit_dataset(units: pa.Table, work: UnitWork, *, num_cpus: float, concurrency: int, remote: bool = False):
+    """The Ray Data graph of one window: a task per unit (at most `concurrency` at once), each writing its shard.
+    With `remote` (the job reads or writes object storage), this process's object-store settings (endpoint,
+    region; never credentials) are forwarded to the workers."""
+    import ray
+
+    table = unit_rows(units)
+    ds = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
+    env = storage.storage_env() if remote or storage.is_url(work.out_root) else {}
+    extra = {"runtime_env": {"env_vars": env}} if env else {}
+    return ds.map_batches(make_units, fn_kwargs={"work": work}, batch_size=1, num_cpus=num_cpus,
+                          compute=ray.data.TaskPoolStrategy(size=max(1, concurrency)), **extra)
+
+
+def decode_result(text: str) -> UnitResult:
+    return UnitResult(**json.loads(text))
+
 def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, quiet: bool = True) -> str:
     """Start or join Ray once per process; returns a short description of where we run.
 
@@ -95,7 +199,9 @@ def init_ray(address: Optional[str] = None, *, num_cpus: Optional[int] = None, q
     else:
         end_orphaned_embedded_ray()
         _keep_on_loopback()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+        # address="local": always a new instance. Without it ray.init joins the latest cluster that `ray start`
+        # (or another user's test cluster) left on this machine, and that cluster's end kills this job.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  logging_level=logging.WARNING, log_to_driver=not quiet, configure_logging=True)
         _record_embedded_ray()
         where = f"embedded ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

@@ -9,15 +9,15 @@ import resource
 import sys
 import time
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from manifests.atomic import atomic_write_parquet, atomic_write_text
+from manifests import storage
+from manifests.storage import Location
 from pipeline.card import write_card
 from pipeline.jobs.assemble import REJECT_SCHEMA
-from pipeline.jobs.ledger import Ledger
+from pipeline.jobs.ledger import Ledger, write_table
 from stages.format.contract import FeatureContract
 
 PACKAGES = ("torch", "torchaudio", "ray", "webdataset", "decord", "pyloudnorm", "phonemizer", "transformers",
@@ -40,13 +40,12 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def finish_job(*, out_dir: Path, job: str, ledger: Ledger, contract: FeatureContract, config: dict,
+def finish_job(*, out_dir: Location, job: str, ledger: Ledger, contract: FeatureContract, config: dict,
                config_hash: str, started: float, stats: dict[str, Any], manifest: str) -> dict[str, Any]:
-    out_dir = Path(out_dir)
     index = ledger.unit_tables("index")
     rejects = ledger.unit_tables("rejects")
-    atomic_write_parquet(ledger.index, index if index is not None else pa.table({"key": pa.array([], pa.string())}))
-    atomic_write_parquet(ledger.rejects, rejects if rejects is not None else REJECT_SCHEMA.empty_table())
+    write_table(ledger.index, index if index is not None else pa.table({"key": pa.array([], pa.string())}))
+    write_table(ledger.rejects, rejects if rejects is not None else REJECT_SCHEMA.empty_table())
 
     summaries = ledger.unit_summaries()
     wall_s = time.time() - started
@@ -89,7 +88,7 @@ def finish_job(*, out_dir: Path, job: str, ledger: Ledger, contract: FeatureCont
         "config": config,
         "versions": versions(),
     }
-    atomic_write_text(ledger.report, json.dumps(report, indent=2, sort_keys=True, default=str))
+    storage.write_bytes(ledger.report, json.dumps(report, indent=2, sort_keys=True, default=str).encode("utf-8"))
     write_card(out_dir)   # README.md (the dataset card) and wids-index.json, from the index just written
     ledger.append_run({"finished_at": report["finished_at"], "job": job, **report["this_run"],
                        "kept": kept, "rejected": rejected})

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from manifests.atomic import atomic_write_parquet
+from manifests import storage
 from manifests.errors import UsageError
+from manifests.storage import Location
 from manifests.tasks import SOUND_SOURCE_TASKS, SPEECH_SOURCE_TASKS
-from pipeline.jobs.runner import JobSpec, RunOptions, check_job_sizes, open_output, output_lock, run_locked
+from pipeline.jobs.ledger import write_table
+from pipeline.jobs.runner import JobSpec, RunOptions, check_job_sizes, dry_run, open_output, output_lock, run_locked
 from stages.audio import LoudnessConfig
 from stages.base import Row
 from stages.format.contract import (
@@ -31,7 +33,7 @@ from stages.format.contract import (
     read_dataset_json,
     require_same,
 )
-from stages.format.layout import OutputDir
+from stages.format.layout import OutputDir, read_table
 from stages.mix import MixConfig, MixStage, pick_sources, sample_recipe
 
 JOB = "synth-mix"
@@ -85,33 +87,35 @@ class SynthMixConfig:
             raise ValueError(f"count must be >= 1 (mixtures to make), got {self.count}")
 
 
-def resolve_sources(paths: Sequence[Path]) -> dict[Path, Optional[set]]:
-    """Output folders or single shards (OUT/shards/NAME.tar) -> {output folder: shard names or None for all}."""
-    sources: dict[Path, Optional[set]] = {}
-    for p in map(Path, paths):
-        if p.suffix == ".tar":
-            if not p.is_file():
+def resolve_sources(paths: Sequence[Location]) -> dict[Location, Optional[set]]:
+    """Output folders or single shards (OUT/shards/NAME.tar), local or URLs -> {output folder: shard names or
+    None for all}."""
+    sources: dict[Location, Optional[set]] = {}
+    for p in (storage.as_location(str(p)) for p in paths):
+        name = str(p).rsplit("/", 1)[-1]
+        if name.endswith(".tar"):
+            if not storage.exists(p):
                 raise UsageError(f"shard {p} not found")
-            folder = p.resolve().parent.parent
+            folder = str(p).rsplit("/", 2)[0] if storage.is_url(p) else Path(p).resolve().parent.parent
             if sources.get(folder, set()) is not None:
-                sources.setdefault(folder, set()).add(f"shards/{p.name}")
+                sources.setdefault(folder, set()).add(f"shards/{name}")
         else:
-            sources[p.resolve()] = None
+            sources[p if storage.is_url(p) else Path(p).resolve()] = None
     return sources
 
 
-def source_contract(dirs: Sequence[Path]) -> FeatureContract:
+def source_contract(dirs: Sequence[Location]) -> FeatureContract:
     """The one feature contract all sources share; mixing two contracts is refused before any work."""
     contracts = []
     for d in dirs:
-        contract, doc = read_dataset_json(Path(d))
+        contract, doc = read_dataset_json(d)
         if doc["job"] != "extract":
             raise ContractError(f"{d} is a {doc['job']} output; synth-mix reads extract outputs")
         contracts.append((f"source {d}", contract))
     return require_same(contracts, "Mix only outputs of one feature contract.")
 
 
-def source_pool(sources: dict[Path, Optional[set]], tasks: Sequence[str], filt: SourceFilter, *,
+def source_pool(sources: dict[Location, Optional[set]], tasks: Sequence[str], filt: SourceFilter, *,
                 drop_silent: bool) -> pa.Table:
     """Index rows usable as sources, with absolute shard paths, in a stable order."""
     tables = []
@@ -153,7 +157,7 @@ def source_checks(shards: Sequence[str]) -> dict[str, tuple[Optional[int], Optio
     """{shard path: (size, sha256) its ledger recorded} for source shards, read from their folders' indexes, so
     the mixing stage can tell a damaged source from a whole one."""
     checks: dict[str, tuple[Optional[int], Optional[str]]] = {}
-    for root in sorted({str(Path(s).parent.parent) for s in shards}):
+    for root in sorted({s.rsplit("/", 2)[0] if storage.is_url(s) else str(Path(s).parent.parent) for s in shards}):
         folder = OutputDir(root)
         index = folder.read_index()
         if "shard_sha256" not in index.column_names:
@@ -164,10 +168,12 @@ def source_checks(shards: Sequence[str]) -> dict[str, tuple[Optional[int], Optio
     return checks
 
 
-def plan_recipes(out_dir: Path, speech: pa.Table, sound: pa.Table, config: SynthMixConfig, video_fps: float) -> pa.Table:
-    """Recipes 0..count-1: the ones already planned are read back, only new indices are sampled."""
+def plan_recipes(out_dir: Location, speech: pa.Table, sound: pa.Table, config: SynthMixConfig, video_fps: float,
+                 *, write: bool = True) -> pa.Table:
+    """Recipes 0..count-1: the ones already planned are read back, only new indices are sampled (and stored,
+    unless `write` is False: a dry run)."""
     path = OutputDir(out_dir).recipes
-    existing = pq.read_table(path) if path.is_file() else None
+    existing = read_table(path) if storage.exists(path) else None
     start = 0
     if existing is not None:
         seeds = set(existing["seed"].to_pylist())
@@ -190,7 +196,8 @@ def plan_recipes(out_dir: Path, speech: pa.Table, sound: pa.Table, config: Synth
     table = pa.Table.from_pylist(new)
     if existing is not None:
         table = pa.concat_tables([existing, table])
-    atomic_write_parquet(path, table)
+    if write:
+        write_table(path, table)
     return table
 
 
@@ -222,27 +229,44 @@ def mix_stages(contract: FeatureContract, config: SynthMixConfig,
     return stages
 
 
-def build_dataset(rows: pa.Table, contract: FeatureContract, config: SynthMixConfig,
-                  shard_checks: Optional[dict[str, tuple]] = None):
-    import ray
+class MixGraph:
+    """The Ray side of one synth-mix run: a task per unit of recipes, rendering them and writing the shard."""
 
-    from pipeline.jobs.ray_exec import StageActor
+    def __init__(self, contract: FeatureContract, config: SynthMixConfig, out_dir, checks: dict, remote: bool):
+        self.contract, self.config, self.out_dir, self.checks, self.remote = contract, config, out_dir, checks, remote
+        self._work = None
 
-    step = max(1, config.rows_per_task)
-    ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
-    workers = config.cpu_workers or max(1, int(ray.cluster_resources().get("CPU", 1) / config.cpu_stage_cpus))
-    return ds.map_batches(StageActor, fn_constructor_kwargs={"stages": mix_stages(contract, config, shard_checks),
-                                                             "drop": ("audio",)},
-                          batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers),
-                          num_cpus=config.cpu_stage_cpus)
+    def placement(self) -> dict[str, Any]:
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 1)
+        workers = self.config.cpu_workers or max(1, int(cpus / self.config.cpu_stage_cpus))
+        return {"placement": "fused", "unit_tasks_at_once": workers, "cpus_per_task": self.config.cpu_stage_cpus}
+
+    def work(self):
+        from pipeline.jobs.assemble import UnitWork
+
+        if self._work is None:
+            self._work = UnitWork(job=JOB, out_root=self.out_dir, contract=self.contract, to_sample=mix_sample,
+                                  to_index=mix_index, stages=tuple(mix_stages(self.contract, self.config, self.checks)),
+                                  rows_per_chunk=self.config.rows_per_task, drop=("audio",),
+                                  stage_key=f"{JOB}-{uuid.uuid4().hex}")
+        return self._work
+
+    def __call__(self, rows: pa.Table):
+        from pipeline.jobs.ray_exec import unit_dataset
+
+        return unit_dataset(rows, self.work(), num_cpus=self.config.cpu_stage_cpus,
+                            concurrency=self.placement()["unit_tasks_at_once"], remote=self.remote)
 
 
-def run_synth_mix(*, speech_dirs: Sequence[Path], sound_dirs: Sequence[Path], out_dir: Path, config: SynthMixConfig,
-                  address: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None,
+def run_synth_mix(*, speech_dirs: Sequence[Location], sound_dirs: Sequence[Location], out_dir: Location,
+                  config: SynthMixConfig, address: Optional[str] = None,
+                  progress: Optional[Callable[[dict], None]] = None,
                   options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Run (or resume, or grow) a synth-mix job; returns the report. Sources are checked before anything is
     written, and the recipes are planned under the output's lock (a second run cannot rewrite them)."""
-    out_dir = Path(out_dir)
+    out_dir = storage.as_location(str(out_dir))
     speech_sources, sound_sources = resolve_sources(speech_dirs), resolve_sources(sound_dirs)
     contract = source_contract([*speech_sources, *sound_sources])
     if contract.latent and config.vae_dir is None and not Path(contract.latent["vae_dir"]).is_dir():
@@ -250,14 +274,21 @@ def run_synth_mix(*, speech_dirs: Sequence[Path], sound_dirs: Sequence[Path], ou
                          "here: pass --vae DIR")
     speech = source_pool(speech_sources, SPEECH_SOURCE_TASKS, config.speech, drop_silent=False)
     sound = source_pool(sound_sources, SOUND_SOURCE_TASKS, config.sound, drop_silent=True)
-    with output_lock(out_dir):
-        open_output(out_dir, JOB, contract, config)  # refuse a foreign folder before writing recipes into it
-        recipes = plan_recipes(out_dir, speech, sound, config, contract.video_fps)
+    remote = storage.is_url(out_dir) or any(storage.is_url(d) for d in [*speech_sources, *sound_sources])
+
+    def spec_of(recipes: pa.Table) -> JobSpec:
         rows = recipes.append_column("clip_id", recipes["key"])
         checks = source_checks(sorted(set(rows["speech_shard"].to_pylist()) | set(rows["sound_shard"].to_pylist())))
-        spec = JobSpec(name=JOB, out_dir=out_dir, contract=contract, config=config, rows=rows,
-                       shard_size=config.shard_size, to_sample=mix_sample, to_index=mix_index,
-                       build_dataset=lambda window: build_dataset(window, contract, config, checks),
-                       source=json.dumps({"speech": [str(d) for d in speech_dirs],
-                                          "sound": [str(d) for d in sound_dirs]}))
-        return run_locked(spec, address=address, progress=progress, options=options)
+        graph = MixGraph(contract, config, out_dir, checks, remote)
+        return JobSpec(name=JOB, out_dir=out_dir, contract=contract, config=config, rows=rows,
+                       shard_size=config.shard_size, to_sample=mix_sample, to_index=mix_index, build_dataset=graph,
+                       placement=graph.placement, source=json.dumps({"speech": [str(d) for d in speech_dirs],
+                                                                     "sound": [str(d) for d in sound_dirs]}))
+
+    if options.dry_run:
+        return dry_run(spec_of(plan_recipes(out_dir, speech, sound, config, contract.video_fps, write=False)),
+                       address=address, options=options)
+    with output_lock(out_dir) as lease:
+        open_output(out_dir, JOB, contract, config)  # refuse a foreign folder before writing recipes into it
+        spec = spec_of(plan_recipes(out_dir, speech, sound, config, contract.video_fps))
+        return run_locked(spec, address=address, progress=progress, options=options, lease=lease)

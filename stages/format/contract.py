@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from manifests.atomic import atomic_write_text
+from manifests import storage
 from manifests.errors import PipelineError
 from manifests.tasks import SPEECH_TASKS, TASKS, VIDEO_TASKS
 from stages.format import rates
@@ -214,14 +214,15 @@ def write_dataset_json(out_dir: Path, contract: FeatureContract, *, job: str, co
         "conditions": contract.describe(),
         "config": config,
     }
-    return atomic_write_text(Path(out_dir) / DATASET_FILE, json.dumps(doc, indent=2, sort_keys=True, default=str))
+    text = json.dumps(doc, indent=2, sort_keys=True, default=str)
+    return storage.write_bytes(storage.join(storage.as_location(out_dir), DATASET_FILE), text.encode("utf-8"))
 
 
 def read_dataset_json(out_dir: Path) -> tuple[FeatureContract, dict]:
-    path = Path(out_dir) / DATASET_FILE
-    if not path.is_file():
+    path = storage.join(storage.as_location(out_dir), DATASET_FILE)
+    if not storage.exists(path):
         raise ContractError(f"{path} not found: is {out_dir} the output folder of an extract or synth-mix job?")
-    doc = json.loads(path.read_text())
+    doc = json.loads(storage.read_bytes(path))
     contract = FeatureContract.from_dict(doc["contract"])
     if doc.get("feature_hash") != contract.feature_hash:
         raise ContractError(f"{path}: feature_hash does not match its contract (file edited by hand?)")

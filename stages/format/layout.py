@@ -14,22 +14,25 @@
 
 `OutputDir` names the paths and reads them; nothing here creates or changes a file, so `pipeline status` and
 `inspect` can look at a folder a job is writing. The job runner's `Ledger` (pipeline/jobs/ledger.py) writes the
-`_work/` part through the same names.
+`_work/` part through the same names. The root is a local folder or an object-storage URL (`s3://bucket/prefix`):
+every path of the output is made here and read through `manifests.storage`, the one filesystem layer.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from manifests import storage
 from manifests.errors import PipelineError
+from manifests.storage import Location
 
 
 class NotAnOutput(PipelineError, FileNotFoundError):
@@ -50,22 +53,19 @@ PLAN_SCHEMA = pa.schema([("clip_id", pa.string()), ("unit", pa.int64()), ("posit
 SHARDS = "shards"
 
 
-def file_checksum(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks (a shard never has to fit in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_checksum(path: Location) -> str:
+    """sha256 of a file (local or on object storage), read in 1 MiB blocks."""
+    return storage.checksum(path)
 
 
-def shard_problem(path: Path, size: Optional[int], sha256: Optional[str], *, checksum: bool) -> Optional[str]:
+def shard_problem(path: Location, size: Optional[int], sha256: Optional[str], *, checksum: bool) -> Optional[str]:
     """Why a shard is not the one its ledger entry recorded (missing, another size, another checksum), or None.
     The size is always compared (a stat); the checksum only with `checksum` (it reads the whole file)."""
-    if not path.is_file():
+    found = storage.size(path)
+    if found is None:
         return "missing"
-    if size is not None and path.stat().st_size != size:
-        return f"size {path.stat().st_size} bytes, recorded {size}"
+    if size is not None and found != size:
+        return f"size {found} bytes, recorded {size}"
     if checksum and sha256 is not None and file_checksum(path) != sha256:
         return "checksum differs from the recorded one (the file was changed or damaged)"
     return None
@@ -76,85 +76,104 @@ def shard_entry(job: str, unit: int) -> str:
     return f"{SHARDS}/{job}-{unit:06d}.tar"
 
 
+def read_table(location: Location, columns: Optional[Sequence[str]] = None, schema=None) -> pa.Table:
+    """A Parquet file, local or on object storage."""
+    source = location if not storage.is_url(location) else io.BytesIO(storage.read_bytes(location))
+    return pq.read_table(source, columns=list(columns) if columns else None, schema=schema)
+
+
 @dataclass(frozen=True)
 class OutputDir:
-    root: Path
+    root: Union[Path, str]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", storage.as_location(self.root))
+
+    @property
+    def remote(self) -> bool:
+        """True for an output on object storage."""
+        return storage.is_url(self.root)
+
+    def at(self, *parts: str) -> Location:
+        return storage.join(self.root, *parts)
 
     # -- paths ------------------------------------------------------------------------------------------
     @property
-    def dataset_json(self) -> Path:
-        return self.root / "dataset.json"
+    def dataset_json(self) -> Location:
+        return self.at("dataset.json")
 
     @property
-    def shards(self) -> Path:
-        return self.root / SHARDS
+    def shards(self) -> Location:
+        return self.at(SHARDS)
 
     @property
-    def index(self) -> Path:
-        return self.root / "index.parquet"
+    def index(self) -> Location:
+        return self.at("index.parquet")
 
     @property
-    def rejects(self) -> Path:
-        return self.root / "rejects.parquet"
+    def rejects(self) -> Location:
+        return self.at("rejects.parquet")
 
     @property
-    def report(self) -> Path:
-        return self.root / "report.json"
+    def report(self) -> Location:
+        return self.at("report.json")
 
     @property
-    def recipes(self) -> Path:
-        return self.root / "mixtures.parquet"
+    def recipes(self) -> Location:
+        return self.at("mixtures.parquet")
 
     @property
-    def card(self) -> Path:
-        return self.root / "README.md"
+    def card(self) -> Location:
+        return self.at("README.md")
 
     @property
-    def wids_index(self) -> Path:
-        return self.root / "wids-index.json"
+    def wids_index(self) -> Location:
+        return self.at("wids-index.json")
 
     @property
-    def work(self) -> Path:
-        return self.root / "_work"
+    def work(self) -> Location:
+        return self.at("_work")
 
     @property
-    def units(self) -> Path:
-        return self.work / "units"
+    def units(self) -> Location:
+        return self.at("_work", "units")
 
     @property
-    def runs_log(self) -> Path:
-        return self.work / "runs.jsonl"
+    def runs_log(self) -> Location:
+        return self.at("_work", "runs.jsonl")
 
     @property
-    def lock(self) -> Path:
-        return self.root / "_work.lock"
+    def lock(self) -> Location:
+        """Local outputs: the flock file. Object storage: the lease object (pipeline/jobs/lease.py)."""
+        return self.at("_work.lease" if self.remote else "_work.lock")
 
-    def shard(self, relative: str) -> Path:
-        """An index row's `shard` value (shards/NAME.tar) as a path; a value that leaves the folder is refused."""
-        path = (self.root / relative).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+    def shard(self, relative: str) -> Location:
+        """An index row's `shard` value (shards/NAME.tar) as a location; a value that leaves the folder is refused."""
+        path = storage.within(self.root, relative)
+        if path is None:
             raise NotAnOutput(f"{self.index}: shard {relative!r} lies outside {self.root}")
         return path
 
-    def unit_file(self, unit: int, suffix: str) -> Path:
-        return self.units / f"{unit:06d}.{suffix}"
+    def unit_file(self, unit: int, suffix: str) -> Location:
+        return self.at("_work", "units", f"{unit:06d}.{suffix}")
 
-    def plan_file(self, generation: int) -> Path:
-        return self.work / f"plan-{generation:05d}.parquet"
+    def plan_file(self, generation: int) -> Location:
+        return self.at("_work", f"plan-{generation:05d}.parquet")
 
     # -- reading ----------------------------------------------------------------------------------------
-    def read_json(self, path: Path) -> Optional[dict[str, Any]]:
-        return json.loads(path.read_text()) if path.is_file() else None
+    def exists(self) -> bool:
+        """Whether the folder holds anything of a job (its dataset.json or ledger)."""
+        return storage.exists(self.dataset_json) or bool(self.plan_files())
+
+    def read_json(self, path: Location) -> Optional[dict[str, Any]]:
+        return json.loads(storage.read_bytes(path)) if storage.exists(path) else None
 
     def read_index(self, columns: Optional[Sequence[str]] = None) -> pa.Table:
-        if not self.index.is_file():
+        if not storage.exists(self.index):
             raise NotAnOutput(f"{self.index} not found: is {self.root} the output folder of a finished job?")
-        return pq.read_table(self.index, columns=list(columns) if columns else None)
+        return read_table(self.index, columns)
 
-    def find(self, key: str, *, verify: bool = False) -> Path:
+    def find(self, key: str, *, verify: bool = False) -> Location:
         """The shard holding sample `key`, from the index; SampleNotFound naming the folder when there is none.
         With `verify`, the shard's size and checksum must be the ones recorded when it was written."""
         index = self.read_index()
@@ -169,29 +188,29 @@ class OutputDir:
                                f"{self.root} to redo it")
         return path
 
-    def shard_files(self) -> list[Path]:
-        return sorted(self.shards.glob("*.tar"))
+    def shard_files(self) -> list[Location]:
+        return storage.listdir(self.shards, ".tar")
 
     # -- the ledger, read-only --------------------------------------------------------------------------
-    def plan_files(self) -> list[Path]:
-        return sorted(self.work.glob("plan-*.parquet"))
+    def plan_files(self) -> list[Location]:
+        return [p for p in storage.listdir(self.work, ".parquet") if _name(p).startswith("plan-")]
 
     def plan(self) -> pa.Table:
         files = self.plan_files()
         if not files:
             return PLAN_SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(f, schema=PLAN_SCHEMA) for f in files])
+        return pa.concat_tables([read_table(f, schema=PLAN_SCHEMA) for f in files])
 
     def done_units(self) -> set[int]:
-        return {int(p.name.split(".")[0]) for p in self.units.glob("*.done.json")}
+        return {int(_name(p).split(".")[0]) for p in storage.listdir(self.units, ".done.json")}
 
     def unit_summaries(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.units.glob("*.done.json"))]
+        return [json.loads(storage.read_bytes(p)) for p in storage.listdir(self.units, ".done.json")]
 
     def unit_tables(self, kind: str) -> Optional[pa.Table]:
         """Every finished unit's `index` or `rejects` table, concatenated in unit order (None when all are empty)."""
         files = [self.unit_file(u, f"{kind}.parquet") for u in sorted(self.done_units())]
-        tables = [t for t in (pq.read_table(f) for f in files if f.is_file()) if t.num_rows]
+        tables = [t for t in (read_table(f) for f in files if storage.exists(f)) if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else None
 
     def damaged_units(self, *, checksum: bool = False) -> dict[int, str]:
@@ -204,10 +223,15 @@ class OutputDir:
         return damaged
 
     def shard_problem(self, summary: dict[str, Any], *, checksum: bool) -> Optional[str]:
-        return shard_problem(self.root / summary["shard"], summary.get("shard_size"), summary.get("shard_sha256"),
+        return shard_problem(self.at(summary["shard"]), summary.get("shard_size"), summary.get("shard_sha256"),
                              checksum=checksum)
 
     def runs(self) -> list[dict[str, Any]]:
-        if not self.runs_log.is_file():
+        if not storage.exists(self.runs_log):
             return []
-        return [json.loads(line) for line in self.runs_log.read_text().splitlines() if line.strip()]
+        text = storage.read_bytes(self.runs_log).decode("utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _name(location: Location) -> str:
+    return str(location).rsplit("/", 1)[-1]

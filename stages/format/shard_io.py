@@ -1,7 +1,8 @@
 """Shard I/O: one sample's members as bytes, deterministic atomic tar shards, and reading them back.
 
 Shards are byte-identical across runs of the same job: fixed mtime, owner, mode and member order.
-A shard is written to a temporary name and renamed when complete, so a shard that exists is whole.
+A shard is streamed into a `manifests.storage.Sink` (a temporary file renamed when complete, or an upload
+completed when whole), so a shard that exists is whole; its size and sha256 come from the bytes as written.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from manifests.atomic import AtomicFile
+from manifests import storage
 from manifests.schema import CLIP_ID_PATTERN
 
 ARRAY_MEMBERS = ("video", "mel", "latent", "phones")   # always present in decoded samples (None when absent)
@@ -47,14 +47,15 @@ def sample_members(key: str, meta: dict[str, Any], arrays: dict[str, Optional[np
 
 
 class AtomicShardWriter:
-    """Write samples to `path` through a temporary file (manifests.atomic); `close()` renames it into place."""
+    """Write samples to `location` (a path or an object-storage URL) through a `Sink`; `close()` publishes the
+    shard whole and leaves its `size` and `sha256`."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, location: storage.Location):
         import webdataset as wds
 
-        self.path = Path(path)
-        self._target = AtomicFile(self.path)
-        self._tar = wds.TarWriter(self._target.file, user="vssflow", group="vssflow", mode=0o444, mtime=0.0,
+        self.path = storage.as_location(location)
+        self._target = storage.Sink(self.path)
+        self._tar = wds.TarWriter(self._target, user="vssflow", group="vssflow", mode=0o444, mtime=0.0,
                                   encoder=False)
         self.count = 0
         self.bytes = 0
@@ -63,7 +64,15 @@ class AtomicShardWriter:
         self.bytes += self._tar.write(members)
         self.count += 1
 
-    def close(self) -> Path:
+    @property
+    def size(self) -> int:
+        return self._target.size
+
+    @property
+    def sha256(self) -> str:
+        return self._target.sha256
+
+    def close(self) -> storage.Location:
         self._tar.close()
         return self._target.commit()
 
@@ -99,11 +108,16 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def iter_samples(shards: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]]:
-    """Read shards with plain `webdataset`, in order, decoded by `decode_sample`."""
+    """Read shards with plain `webdataset`, in order, decoded by `decode_sample`. Object-storage URLs are opened
+    through `manifests.storage` and handed to webdataset's own tar iterators."""
     import webdataset as wds
 
     urls = [str(s) for s in shards]
     if not urls:
+        return
+    if any(storage.is_url(u) for u in urls):
+        for raw in raw_samples(urls):
+            yield decode_sample(raw)
         return
     # nodesplitter=None: read every shard given, also inside a torch.distributed job (wds would refuse there)
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None)
@@ -111,8 +125,23 @@ def iter_samples(shards: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]
         yield decode_sample(sample)
 
 
+def raw_samples(urls: Iterable[str], select_files=None) -> Iterator[dict[str, Any]]:
+    """Raw samples (member suffix -> bytes, `__key__`, `__url__`) of shards at local paths or URLs, in order:
+    webdataset's tar expander over streams opened by `manifests.storage`."""
+    from webdataset import tariterators
+
+    def streams():
+        for url in urls:
+            with storage.open_read(url) as stream:
+                yield {"url": str(url), "stream": stream}
+
+    files = tariterators.tar_file_expander(streams(), select_files=select_files)
+    yield from tariterators.group_by_keys(files)
+
+
 class ShardReader:
-    """Random access to samples of local tar shards by key: one header scan per shard, then seeks.
+    """Random access to samples of tar shards (local or object storage) by key: one header scan per shard, then
+    seeks (ranged reads on object storage).
 
     WebDataset streams shards front to back; mixing needs two arbitrary samples per output, so this reads
     the tar headers once (stdlib `tarfile`, nothing is extracted to disk) and keeps (offset, size) per member.
@@ -129,7 +158,7 @@ class ShardReader:
             if len(self._index) >= self.max_shards:
                 self._index.pop(next(iter(self._index)))
             members: dict[str, dict[str, tuple[int, int]]] = {}
-            with tarfile.open(shard, "r:") as tar:
+            with storage.open_read(shard) as f, tarfile.open(fileobj=f, mode="r:") as tar:
                 for info in tar:
                     if "/" in info.name or info.name.startswith(".."):
                         raise ValueError(f"{shard} holds a member named {info.name!r}, outside any sample: it was "
@@ -148,7 +177,7 @@ class ShardReader:
         if members is None:
             raise KeyError(f"no sample {key!r} in {shard}")
         sample: dict[str, Any] = {"__key__": key}
-        with open(shard, "rb") as f:
+        with storage.open_read(shard) as f:
             for suffix, (offset, size) in members.items():
                 f.seek(offset)
                 sample[suffix] = f.read(size)

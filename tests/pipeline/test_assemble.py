@@ -1,16 +1,22 @@
-"""The driver's unit assembly: a sample that cannot be written becomes a reject row, the rest of the unit is
-written, and the unit's ledger entry records its shard's checksum and its inputs."""
+"""A unit's shard as a worker writes it: a sample that cannot be written becomes a reject row, the rest of the
+unit is written, and the unit's result records its shard's size and checksum (computed from the bytes written)."""
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
+import dataclasses
+import json
+import logging
+
 import pytest
 
 from manifests.errors import PipelineError
 from manifests.validate import validate_table
-from pipeline.jobs.assemble import UnitAssembler
+from pipeline.jobs.assemble import UnitWork, UnitWriter, make_unit
 from pipeline.jobs.extract import extract_index, extract_sample
 from pipeline.jobs.ledger import Ledger
+from pipeline.jobs.ray_exec import decode_result
+from pipeline.jobs.runner import _Recorder
+from stages.base import Stage
 from stages.format.contract import read_dataset_json
 from stages.format.layout import file_checksum
 from stages.format.shard_io import iter_samples
@@ -39,20 +45,17 @@ def test_a_sample_that_cannot_be_written_is_a_reject_not_a_failure(extracted, tm
     good, other = list(iter_samples(sorted((src / "shards").glob("*.tar"))[:1]))[:2]
     rows = [extract_row(good, 0), extract_row(other, 0)]
     rows[1]["speaker"] = b"\xff\xfe"                  # not text: K.json cannot hold it
-    ledger = Ledger(tmp_path)
-    assembler = UnitAssembler(job="extract", contract=contract, ledger=ledger, unit_sizes={0: 2},
-                              positions={r["clip_id"]: i for i, r in enumerate(rows)},
-                              input_hashes={r["clip_id"]: "h" for r in rows}, to_sample=extract_sample,
-                              to_index=extract_index)
-    assert assembler.add(rows[0]) is None
-    summary = assembler.add(rows[1])
+    writer = UnitWriter(job="extract", out_root=tmp_path, unit=0, contract=contract, to_sample=extract_sample,
+                        to_index=extract_index)
+    writer.add(rows)
+    result = writer.finish()
+    summary = result.summary
     assert (summary["kept"], summary["rejected"], summary["reasons"]) == (1, 1, {"write/unwritable_sample": 1})
     assert [s["key"] for s in iter_samples([tmp_path / summary["shard"]])] == [good["key"]]
     assert summary["shard_sha256"] == file_checksum(tmp_path / summary["shard"])
-    assert summary["inputs"] == {good["key"]: "h", other["key"]: "h"}
-    (reject,) = pq.read_table(ledger.unit_file(0, "rejects.parquet")).to_pylist()
+    assert summary["shard_size"] == (tmp_path / summary["shard"]).stat().st_size
+    (reject,) = result.rejects
     assert reject["clip_id"] == other["key"] and reject["detail"].startswith("ValueError: could not convert")
-    assert ledger.done_units() == {0}
 
 
 def test_the_clip_id_rule_is_the_shard_key_rule():
@@ -76,11 +79,37 @@ def test_a_sample_breaking_the_contract_is_a_write_reject(extracted, tmp_path):
     sample = next(s for s in iter_samples(sorted((src / "shards").glob("*.tar"))) if s["arrays"]["video"] is not None)
     row = extract_row(sample, 0)
     row["video"] = row["video"][:, :-1]               # one feature short of dataset.json's video_dim
-    ledger = Ledger(tmp_path)
-    assembler = UnitAssembler(job="extract", contract=contract, ledger=ledger, unit_sizes={0: 1},
-                              positions={row["clip_id"]: 0}, input_hashes={row["clip_id"]: "h"},
-                              to_sample=extract_sample, to_index=extract_index)
-    summary = assembler.add(row)
-    assert summary["reasons"] == {"write/contract_violation": 1} and summary["kept"] == 0
-    (reject,) = pq.read_table(ledger.unit_file(0, "rejects.parquet")).to_pylist()
+    writer = UnitWriter(job="extract", out_root=tmp_path, unit=0, contract=contract, to_sample=extract_sample,
+                        to_index=extract_index)
+    writer.add([row])
+    result = writer.finish()
+    assert result.summary["reasons"] == {"write/contract_violation": 1} and result.summary["kept"] == 0
+    (reject,) = result.rejects
     assert f"video: dim {contract.video_dim - 1} != {contract.video_dim}" in reject["detail"]
+
+
+def test_a_stage_error_in_a_worker_reaches_the_job_log(extracted, tmp_path, caplog):
+    """A stage that raises on one row rejects that row in the worker, and the driver writes the error (row, stage,
+    exception) to the job log at warning level, so a cluster user sees it without opening rejects.parquet."""
+    class Breaks(Stage):
+        name = "breaks"
+
+        def process(self, row):
+            if row["clip_id"] == broken:
+                raise RuntimeError("codec state lost")
+
+    src, _ = extracted
+    contract, _ = read_dataset_json(src)
+    good, other = list(iter_samples(sorted((src / "shards").glob("*.tar"))[:1]))[:2]
+    broken = other["key"]
+    rows = [extract_row(good, 0), extract_row(other, 0)]
+    work = UnitWork(job="extract", out_root=tmp_path, contract=contract, to_sample=extract_sample,
+                    to_index=extract_index, stages=(Breaks(),), rows_per_chunk=2)
+    result = make_unit(0, rows, work, list(work.stages))
+    assert result.errors == [f"{broken}: breaks: RuntimeError: codec state lost"]
+    text = json.dumps(dataclasses.asdict(result), default=str)
+    recorder = _Recorder(Ledger(tmp_path), {0: 2}, {good["key"]: "a", broken: "b"}, 2, None, None)
+    with caplog.at_level(logging.WARNING, logger="pipeline.jobs"):
+        recorder.record(text, decode_result(text))
+    assert f"unit 0: unexpected error in a stage (the row is rejected): {broken}: breaks: RuntimeError: codec " \
+           "state lost" in caplog.text
