@@ -172,7 +172,8 @@ def extract_conditions(contract: FeatureContract, video_path: Optional[str | Pat
         row = {"clip_id": "generate", "task": task, "audio_path": str(silence.relative_to(root)),
                "video_path": str(video_path.relative_to(root)) if video_path is not None else None,
                "transcript": transcript, "start_s": None, "end_s": duration}
-        row = _run(DecodeStage(data_root=str(root), config=decode), row)
+        row = _run(DecodeStage(data_root=str(root), config=decode,
+                               native_frames=encoder.get("scaler") == "opencv"), row)   # frames as extract made them
     if duration is not None and row["duration_s"] < duration - 1.0 / contract.sample_rate:
         raise GenerateError(f"requested duration {duration} s is longer than the video ({row['duration_s']:.3f} s)")
     duration_s = float(row["duration_s"])

@@ -79,11 +79,15 @@ class DecodeStage(Stage):
 
     name = "decode"
 
-    def __init__(self, *, data_root: str, config: DecodeConfig = DecodeConfig(), streams: tuple = ()):
+    def __init__(self, *, data_root: str, config: DecodeConfig = DecodeConfig(), streams: tuple = (),
+                 native_frames: bool = False):
         super().__init__()
         self.data_root = str(data_root)
         self.config = config
         self.streams = tuple(streams)   # stages.frames.FrameNeed of the extra streams (lip, sync), read in one pass
+        # frames decoded at their own size and squashed by stages.frames (as with extra streams), so a clip's CLIP
+        # frames are the same pixels as in an output made with streams (generate follows the contract's "scaler")
+        self.native_frames = native_frames or bool(self.streams)
 
     def _resolve(self, rel: Optional[str]) -> Optional[Path]:
         if rel is None:
@@ -118,7 +122,7 @@ class DecodeStage(Stage):
         video = None
         if wants_video:
             # With extra streams the frames are decoded at their own size and shaped per stream (stages.frames).
-            size = None if self.streams else cfg.image_size
+            size = None if self.native_frames else cfg.image_size
             video = open_video(video_path, image_size=size, max_source_seconds=cfg.max_source_seconds)
         if audio_path is not None:
             audio = open_audio_file(audio_path, sample_rate=cfg.sample_rate,
@@ -183,7 +187,7 @@ class DecodeStage(Stage):
         row.update({need.key: None for need in self.streams}, frames=None)
         if video is None:
             return
-        if not self.streams:
+        if not self.native_frames:
             times = rates.stream_times(start, span, cfg.fps)
             row["frames"] = video.frames(frame_indices_at(times, video.frame_starts_s))  # [T_v, S, S, 3] uint8
             return

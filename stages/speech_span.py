@@ -48,10 +48,11 @@ class SpeechSpanStage(Stage):
 
     name = "speech_span"
 
-    def __init__(self, *, data_root: str, decode, mel, loudness, vad: VadConfig = VadConfig()):
+    def __init__(self, *, data_root: str, decode, mel, loudness, vad: VadConfig = VadConfig(), streams: tuple = ()):
         super().__init__()
         self.data_root = str(data_root)
         self.decode_config, self.mel, self.loudness, self.vad = decode, mel, loudness, vad
+        self.streams = tuple(streams)   # the extra streams' frame needs: a moved window is decoded as decode did
         self._model = None
 
     def setup(self) -> None:
@@ -123,7 +124,7 @@ class SpeechSpanStage(Stage):
         start = float(row.get("start_s") or 0.0) + max(a - VAD_PAD_S, 0.0)
         redo = {k: v for k, v in row.items() if not k.startswith(("reject_", "t_"))}
         redo.update(start_s=round(start, 3), end_s=round(start + min(b - a + 2 * VAD_PAD_S, cfg.max_seconds), 3))
-        for stage in (DecodeStage(data_root=self.data_root, config=cfg),
+        for stage in (DecodeStage(data_root=self.data_root, config=cfg, streams=self.streams),
                       AudioFeatureStage(mel=self.mel, loudness=self.loudness)):
             stage.process(redo)
         row.update(redo)

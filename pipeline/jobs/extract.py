@@ -226,7 +226,7 @@ def cpu_stages(config: ExtractConfig, data_root: Path) -> list:
     stages = [DecodeStage(data_root=str(data_root), config=config.decode, streams=frame_needs(config)),
               AudioFeatureStage(mel=config.mel, loudness=config.loudness),
               SpeechSpanStage(data_root=str(data_root), decode=config.decode, mel=config.mel,
-                              loudness=config.loudness, vad=config.vad),
+                              loudness=config.loudness, vad=config.vad, streams=frame_needs(config)),
               phoneme_stage(config)]
     if config.lip.enabled:
         from stages.lip import MouthStage

@@ -12,7 +12,9 @@ from manifests.schema import write_manifest
 from pipeline.demo.sample_corpus.encode import encode_video, find_tools
 from pipeline.demo.sample_corpus.plan import MediaFormat
 from pipeline.demo.sample_corpus.speech import SPEECH_RATE, speak
+from stages.format import rates
 from stages.format.shard_io import iter_samples
+from stages.lip import LipConfig
 from tests.conftest import extract_config
 from tests.manifests.helpers import LRS2_PRETRAIN_WORDS, lrs2_text, touch
 
@@ -52,7 +54,8 @@ def long_out(tmp_path_factory, tiny_clip, ray_session):
     manifest = write_manifest(read_lrs2_list(listing, media_root=root / "pretrain", data_root=root),
                               root / "m.parquet")
     out = tmp_path_factory.mktemp("long_out")
-    report = run_extract(manifest=manifest, data_root=root, out_dir=out, config=extract_config(tiny_clip))
+    lip = LipConfig(roi="fixed", box=[0.3, 0.55, 0.4, 0.3])   # LRS2 clips are face-centred: a fixed mouth box
+    report = run_extract(manifest=manifest, data_root=root, out_dir=out, config=extract_config(tiny_clip, lip=lip))
     return out, report
 
 
@@ -62,7 +65,10 @@ def test_long_clips_are_cut_moved_or_rejected_never_kept_whole(long_out):
 
     rejects = {r["clip_id"]: (r["stage"], r["reason"]) for r in pq.read_table(out / "rejects.parquet").to_pylist()}
     assert rejects == {f"{VIDEO}_00014": ("speech_span", "speech_too_long")}, rejects
-    metas = {s["key"]: s["meta"] for s in iter_samples(sorted(str(p) for p in (out / "shards").glob("*.tar")))}
+    samples = list(iter_samples(sorted(str(p) for p in (out / "shards").glob("*.tar"))))
+    metas = {s["key"]: s["meta"] for s in samples}
+    for s in samples:   # the mouth stream follows the cut or moved window, 25 frames a second of the stored clip
+        assert s["arrays"]["lip"].shape[0] == rates.frames_in(s["meta"]["duration_s"], rates.LIP_FPS), s["key"]
     pieces = [m for m in metas.values() if m["parent_id"] == f"{VIDEO}_00012"]
     assert len(pieces) == 2 and len(metas) == 3
     for m in pieces:

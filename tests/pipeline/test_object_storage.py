@@ -21,7 +21,7 @@ from manifests import storage
 from pipeline.errors import OutputBusy
 from pipeline.jobs.extract import run_extract
 from pipeline.status import output_status
-from stages.format.contract import check_sample, read_dataset_json
+from stages.format.contract import check_sample, conditions_carried, read_dataset_json
 from stages.format.layout import OutputDir
 from tests.conftest import SHARD_SIZE
 from tests.conftest import extract_config as config
@@ -119,7 +119,9 @@ def test_s3_shards_read_back_with_plain_webdataset(s3_server, s3_extract, corpus
         del gopen.gopen_schemes["s3"]
     assert {s["__key__"] for s in samples} == corpus.good_ids()
     for s in samples:
-        arrays = {name: s.get(f"{name}.npy") for name in ("video", "mel", "latent", "phones")}
+        names = {"mel", "latent", "phones", *conditions_carried(contract)}   # video, lip, lip_valid, speaker, ...
+        names |= {f"{n}_valid" for n, stream in contract.all_streams().items() if stream.get("valid")}
+        arrays = {name: s.get(f"{name}.npy") for name in names}
         assert check_sample(s["json"], arrays, contract) == [], s["__key__"]
 
 
