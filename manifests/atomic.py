@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
-def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+def temp_path(path: Path, *, unique: bool = False) -> Path:
+    """`.NAME.tmp` beside `path`; `unique` adds this writer's own part (`.NAME.PID-RANDOM.tmp`), for files that two
+    processes may write at once (a shard redone while a killed run's orphaned worker still writes it: each renames
+    its own whole file, the same bytes, over the target)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp" if unique else f".{path.name}.tmp")
 
 
 def publish(tmp: Path, path: Path) -> Path:
@@ -31,12 +34,12 @@ class AtomicFile:
     """A file written under a temporary name: `commit()` flushes it to disk and renames it into place, `abort()`
     deletes it. `file` is the open file object (binary for mode "wb", UTF-8 text for "w")."""
 
-    def __init__(self, path: str | os.PathLike, mode: str = "wb"):
+    def __init__(self, path: str | os.PathLike, mode: str = "wb", *, unique: bool = False):
         if mode not in ("wb", "w"):
             raise ValueError(f"atomic files are written whole: mode 'wb' or 'w', not {mode!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_path(self.path)
+        self.tmp = temp_path(self.path, unique=unique)
         self.file: IO = open(self.tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {}))
 
     def commit(self) -> Path:

@@ -182,7 +182,7 @@ class Sink:
             self._atomic = None
             self._file = filesystem(self.location).open(_path(self.location), "wb", block_size=PART_BYTES)
         else:
-            self._atomic = AtomicFile(self.location)
+            self._atomic = AtomicFile(self.location, unique=True)   # two writers of one shard never collide
             self._file = self._atomic.file
         self._digest = hashlib.sha256()
         self.size = 0

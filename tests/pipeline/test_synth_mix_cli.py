@@ -26,7 +26,8 @@ runner = CliRunner()
 
 def synth_mix(*args) -> tuple[int, str]:
     result = runner.invoke(app, ["run", "synth-mix", *map(str, args)])
-    return result.exit_code, " ".join(result.output.split())
+    crash = "" if result.exception is None or isinstance(result.exception, SystemExit) else repr(result.exception)
+    return result.exit_code, " ".join((result.output + crash).split())        # a crash shows, not an empty line
 
 
 def test_several_speech_folders_filters_and_mode_weights(extracted, tmp_path):
