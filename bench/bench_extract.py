@@ -195,7 +195,7 @@ def run(args, s3) -> None:
         encoders = {k: v for k, v in seq["stage_seconds"].items() if k in ("visual", "lip_encoder", "sync", "speaker")}
         slowest = max(encoders, key=encoders.get)
         result["slowest_encoder_alone"] = {"stage": slowest, "s": encoders[slowest], "clocks": encoders}
-        if seq["talking_seconds"]:
+        if seq["talking_seconds"] and "lip" in seq["stage_seconds"]:     # the mouth stream ran
             lip_s = seq["stage_seconds"]["lip"]
             result["mouth_stream"] = {"s": lip_s, "talking_clip_seconds": seq["talking_seconds"],
                                       "s_per_clip_second": lip_s / seq["talking_seconds"]}
