@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, Union
 
 from manifests.atomic import AtomicFile, atomic_write_bytes
+from manifests.errors import UsageError
 
 Location = Union[str, Path]
 
@@ -241,11 +242,17 @@ def create_exclusive(location: str, data: bytes) -> bool:
     return True
 
 
+def require_conditional_writes(location: Location) -> None:
+    """The one-writer lease needs conditional writes: implemented for s3:// (AWS S3 and S3-compatible stores)."""
+    if scheme(location) != "s3":
+        raise UsageError(f"{location}: an output on object storage needs conditional writes for its one-writer "
+                         "lease; they are implemented for s3:// (AWS S3 and S3-compatible stores)")
+
+
 def replace_if(location: str, data: bytes, etag: str) -> bool:
     """Overwrite the object only while it is still the version `etag` (S3 `If-Match`); False otherwise."""
+    require_conditional_writes(location)
     fs = filesystem(location)
-    if scheme(location) != "s3":
-        raise NotImplementedError(f"conditional overwrite is implemented for s3:// only, not {location}")
     bucket, key, _ = fs.split_path(_path(location))
     try:
         fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=f'"{etag}"')

@@ -14,6 +14,7 @@ timeline of the whole source, and `read` returns exactly what resampling the who
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +98,16 @@ def open_video(path: Path, *, image_size: Optional[int], max_source_seconds: flo
 # Audio
 
 
-class AudioSource:
+class AudioSource(abc.ABC):
     sample_rate: int  # the output rate (16 kHz)
     stated_samples: int  # length the header states, on the output timeline (what decoding should reach)
     known_samples: int  # length known without reading it all: decoded (containers) or stated (audio files)
     source_rate: Optional[int] = None  # native rate and channels, where the reader knows them
     source_channels: Optional[int] = None
 
+    @abc.abstractmethod
     def read(self, first: int, count: int) -> np.ndarray:
         """float32 [<= count]: output samples first .. first + count of the whole source (fewer at its end)."""
-        raise NotImplementedError
 
 
 class ContainerAudio(AudioSource):

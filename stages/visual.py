@@ -173,9 +173,10 @@ def encode_in_fixed_chunks(encoder, frames: np.ndarray, chunk: int) -> np.ndarra
     out = []
     for start in range(0, len(frames), chunk):
         part = frames[start:start + chunk]
-        if len(part) < chunk:
-            part = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
-        out.append(encoder.encode(part)[:min(chunk, len(frames) - start)])
+        n = len(part)
+        if n < chunk:
+            part = np.concatenate([part, np.zeros((chunk - n, *part.shape[1:]), part.dtype)])
+        out.append(encoder.encode(part)[:n])
     return np.concatenate(out)
 
 

@@ -111,13 +111,11 @@ def print_train_summary(report: dict[str, Any], sources: Optional[dict[str, str]
 def _config(path: Optional[Path], flags: dict[str, Any], sets: List[str], print_config: bool):
     """The TrainConfig of defaults <- the YAML file <- the flags and --set values given, and how this command set each
     field it set: {"lr": "flag", "warmup_steps": "config", ...}."""
-    import yaml
-
     from model.train_config import TrainConfig
-    from pipeline.config import parse_assignments
+    from pipeline.config import parse_assignments, read_yaml
 
     cfg = job_config(TrainConfig, path, flags, sets, print_config)
-    sources = {key: "config" for key in (yaml.safe_load(path.read_text()) or {})} if path is not None else {}
+    sources = {key: "config" for key in read_yaml(path)} if path is not None else {}
     sources.update({key.split(".")[0]: "flag" for key in parse_assignments(sets)})
     sources.update({key: "flag" for key, value in flags.items() if value is not None})
     return cfg, sources

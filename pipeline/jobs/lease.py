@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from manifests import storage
-from manifests.errors import UsageError
 from pipeline.errors import OutputBusy
 from stages.format.layout import OutputDir
 
@@ -48,9 +47,7 @@ class ObjectLease:
         return json.dumps({"owner": self.owner, "ttl_s": self.ttl_s, "renewed_at": time.time()}).encode()
 
     def acquire(self) -> None:
-        if storage.scheme(self.location) != "s3":
-            raise UsageError(f"{self.location}: an output on object storage needs conditional writes for its "
-                             "one-writer lease; they are implemented for s3:// (AWS S3 and S3-compatible stores)")
+        storage.require_conditional_writes(self.location)
         if not storage.create_exclusive(self.location, self._body()):
             self._take_over()
         self.etag = storage.head(self.location)["etag"]

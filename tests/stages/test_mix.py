@@ -7,28 +7,12 @@ import math
 from dataclasses import replace
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from stages.audio import LogMel, LoudnessConfig, MelConfig, decode_flac, measure_loudness
-from stages.format.shard_io import ShardReader, decode_sample
 from stages.mix import MixConfig, MixRecipe, MixStage, pick_sources, render_mixture, sample_recipe
 
 FPS = 10.0
-
-
-@pytest.fixture(scope="module")
-def sources(extracted):
-    out, _ = extracted
-    rows = pq.read_table(out / "index.parquet").to_pylist()
-    for r in rows:
-        r["shard"] = str(out / r["shard"])
-    reader = ShardReader()
-    by_task = collections.defaultdict(list)
-    for r in rows:
-        by_task[r["task"]].append(r)
-    load = lambda r: decode_sample(reader.read(r["shard"], r["key"]))  # noqa: E731
-    return by_task, load
 
 
 def recipe_for(speech, sound, mode, offset_s=None, snr_db=6.0):

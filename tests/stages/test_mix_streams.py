@@ -12,7 +12,7 @@ from stages.audio import LogMel, LoudnessConfig, MelConfig, decode_flac
 from stages.format.contract import read_dataset_json
 from stages.mix import render_mixture
 from stages.mix_streams import mix_sync, speech_mask
-from tests.stages.test_mix import FPS, pair, recipe_for, sources  # noqa: F401 - the module fixture is shared
+from tests.stages.test_mix import FPS, pair, recipe_for
 
 
 @pytest.fixture(scope="module")
