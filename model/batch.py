@@ -2,8 +2,12 @@
 
 Audio sequences are at `audio_fps` (25/s): VAE latents [T, 128], or mel frames (100/s) patched 4 at a time into
 [T // 4, 4 * n_mels] (256 for 64 bands) by `patch_mel`. Padding and masks are made here, never in the shards.
-A condition a sample lacks (no video for TTS, no transcript for V2S) is masked: video_mask all False, phone track
-all zero.
+A condition a sample lacks (no video for TTS, no transcript for V2S, no lips, no speaker) is masked: video_mask all
+False, phone track all zero, stream mask all False, ref_mask False.
+
+Temporal streams (lip, sync) enter the model at the audio frame rate: `resample_stream` picks, for audio frame k, the
+stream row on screen at the frame's centre, (k + 0.5) / audio_fps s (row i is shown from i / fps until (i + 1) / fps,
+the contract's presentation-time rule), so a stream at any rate lines up with the audio by time, not by index.
 """
 
 from __future__ import annotations
@@ -70,16 +74,47 @@ def span_frames(span_s: tuple[float, float], fps: float) -> tuple[int, int]:
     return math.floor(start_s * fps), math.ceil(end_s * fps)
 
 
-def collate(samples: Sequence[dict[str, Any]], *, audio_fps: float = AUDIO_FPS,
-            video_dim: int | None = None) -> dict[str, Any]:
+def resample_stream(rows: np.ndarray, valid: Optional[np.ndarray], fps: float, n_frames: int,
+                    audio_fps: float = AUDIO_FPS) -> tuple[np.ndarray, np.ndarray]:
+    """A stream [n, ...] at `fps` -> ([n_frames, ...], mask [n_frames] bool) at audio_fps, by presentation time.
+
+    Audio frame k takes row floor((k + 0.5) / audio_fps * fps); frames past the stream's last row, and rows whose
+    `valid` is 0 (no face found), are masked (their values zero).
+    """
+    rows = np.asarray(rows)
+    centres = (np.arange(n_frames) + 0.5) / audio_fps                                   # [n_frames] seconds
+    index = np.floor(centres * fps + 1e-9).astype(np.int64)                              # row on screen
+    inside = index < len(rows)
+    mask = inside.copy()
+    picked = np.clip(index, 0, max(len(rows) - 1, 0))
+    if valid is not None and len(rows):
+        mask &= np.asarray(valid, dtype=bool)[picked]
+    out = np.zeros((n_frames, *rows.shape[1:]), dtype=rows.dtype)
+    if len(rows):
+        out[mask] = rows[picked[mask]]
+    return out, mask
+
+
+def conditions(batch: dict[str, Any]) -> dict[str, Any]:
+    """The network's condition inputs of a collated batch (the keyword arguments of VSSFlowDiT.forward)."""
+    keys = ("phones_track", "video", "video_mask", "audio_mask", "ref", "ref_mask", "streams", "stream_masks")
+    return {k: batch[k] for k in keys if batch.get(k) is not None}
+
+
+def collate(samples: Sequence[dict[str, Any]], *, audio_fps: float = AUDIO_FPS, video_dim: int | None = None,
+            streams: Optional[dict[str, tuple]] = None, ref_dim: Optional[int] = None) -> dict[str, Any]:
     """Pad a list of samples into a batch.
 
     Each sample: "audio" [T_a, A] at audio_fps, "task" (one of TASKS), optional "video" [T_v, Dv] (None: no video),
     optional "phone_ids" [N] (None: no transcript), optional "speech_span_s" (start, end) in seconds (None: the
-    whole clip). `video_dim` is needed only when no sample of the batch has video.
+    whole clip), optional "streams" {name: (frames [T_a, ...] at audio_fps, mask [T_a])} and "speaker" [R].
+    `video_dim` is needed only when no sample of the batch has video. `streams` {name: (frame shape, numpy dtype)}
+    names the streams the batch carries (a sample without one has it masked) and `ref_dim` the speaker reference's
+    size (a sample without one has ref_mask False).
 
     Returns x1 [B, T, A] float32, audio_mask [B, T] bool, phones_track [B, T] int64, video [B, Tv, Dv] float32
-    (Tv = 0 when no sample has video), video_mask [B, Tv] bool and task (list of str).
+    (Tv = 0 when no sample has video), video_mask [B, Tv] bool and task (list of str); with `streams`, "streams"
+    {name: [B, T, ...]} and "stream_masks" {name: [B, T] bool}; with `ref_dim`, "ref" [B, R] and "ref_mask" [B].
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
@@ -118,5 +153,40 @@ def collate(samples: Sequence[dict[str, Any]], *, audio_fps: float = AUDIO_FPS,
         if v is not None:
             video[i, : v.shape[0]] = v
             video_mask[i, : v.shape[0]] = True
-    return {"x1": x1, "audio_mask": audio_mask, "phones_track": phones_track, "video": video,
-            "video_mask": video_mask, "task": [s["task"] for s in samples]}
+    batch = {"x1": x1, "audio_mask": audio_mask, "phones_track": phones_track, "video": video,
+             "video_mask": video_mask, "task": [s["task"] for s in samples]}
+    if streams:
+        batch["streams"], batch["stream_masks"] = _collate_streams(samples, streams, T)
+    if ref_dim is not None:
+        batch["ref"], batch["ref_mask"] = _collate_speaker(samples, ref_dim)
+    return batch
+
+
+def _collate_streams(samples: Sequence[dict[str, Any]], streams: dict[str, tuple], T: int
+                     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    frames, masks = {}, {}
+    for name, (shape, dtype) in streams.items():
+        frames[name] = torch.zeros(len(samples), T, *shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)
+        masks[name] = torch.zeros(len(samples), T, dtype=torch.bool)
+        for i, s in enumerate(samples):
+            given = (s.get("streams") or {}).get(name)
+            if given is None:
+                continue
+            rows, mask = given
+            if tuple(rows.shape[1:]) != tuple(shape) or len(rows) != len(mask) or len(rows) > T:
+                raise ValueError(f"sample {i}: stream {name} must be [T_a <= {T}, {shape}] with a mask, got "
+                                 f"{tuple(rows.shape)} and {len(mask)}")
+            frames[name][i, : len(rows)] = torch.as_tensor(rows)
+            masks[name][i, : len(rows)] = torch.as_tensor(mask, dtype=torch.bool)
+    return frames, masks
+
+
+def _collate_speaker(samples: Sequence[dict[str, Any]], ref_dim: int) -> tuple[Tensor, Tensor]:
+    ref, ref_mask = torch.zeros(len(samples), ref_dim), torch.zeros(len(samples), dtype=torch.bool)
+    for i, s in enumerate(samples):
+        if s.get("speaker") is not None:
+            vector = torch.as_tensor(s["speaker"]).float().flatten()
+            if vector.numel() != ref_dim:
+                raise ValueError(f"sample {i}: speaker reference has {vector.numel()} dims, expected {ref_dim}")
+            ref[i], ref_mask[i] = vector, True
+    return ref, ref_mask

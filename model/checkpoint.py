@@ -235,6 +235,8 @@ def check_resume(ckpt: dict[str, Any], cfg: TrainConfig, dirs: Sequence[str], ou
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """"field: old -> new" for every field that differs, except RESUMABLE_CHANGES."""
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+    """"field: old -> new" for every field that differs, except RESUMABLE_CHANGES. A field the old config does not
+    have (added to TrainConfig since) counts as its default, so older runs resume."""
+    defaults = TrainConfig().to_dict()
+    return [f"{k}: {old.get(k, defaults.get(k))!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if k not in RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new.get(k)]

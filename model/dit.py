@@ -1,19 +1,24 @@
 """The VSSFlow network: a DiT that predicts the flow-matching velocity of an audio sequence.
 
-Conditions enter the way the paper prescribes:
+Conditions enter the way the paper prescribes: semantic ones through cross-attention, temporally intensive ones
+concatenated per frame in self-attention.
 
 - the **transcript** (a phoneme track already stretched to audio frames, model/batch.py) is embedded and concatenated
   per frame to the noisy audio before the input projection, so it acts through self-attention;
+- the **temporal streams** the config names (mouth crops or lip features, sync features: model/streams.py), already
+  resampled to the audio frames, are embedded and concatenated the same way, each with its validity mask;
 - the **timestep** (Fourier features -> MLP) is a token prepended to the sequence and dropped at the output;
-- the **video** (10 fps features -> MLP) is attended by cross-attention in every block.
+- the **cross-attention context** is [speaker | CLIP | null]: the speaker token (config.ref_token; masked when a
+  sample has none), the 10 fps video features (-> MLP), and a learned "null" token.
 
 Positions. Self-attention uses RoPE over audio frame indices 0..T-1; the timestep token sits at position 0 (beside the
 first frame: RoPE is relative, so only its distance to each frame matters and its content tells it apart).
-Cross-attention uses RoPE too, on one shared time base: audio query i at position i and video row j (the frame shown
-at j / video_fps s) at position j * audio_fps / video_fps, so a query's score for a video key depends on their time
-distance and lip/impact alignment is easy to learn. The context always ends with a learned "null" token (position 0),
-so a sample whose video is absent or dropped (all-False `video_mask`) still has one key to attend to: no NaNs, and
-"no video" is a learned signal. An optional reference/speaker token (config.ref_token) follows it.
+With `video_positions: rope` cross-attention uses RoPE too, on one shared time base: audio query i at position i and
+video row j (the frame shown at j / video_fps s) at position j * audio_fps / video_fps, so a query's score for a video
+key depends on their time distance; the speaker and null tokens sit at 0. With `none` (the reference's choice: timing
+comes through the self-attention streams) no key or query of cross-attention is rotated. The null token is always
+there, so a sample whose video is absent or dropped (all-False `video_mask`) still has one key to attend to: no NaNs,
+and "no video" is a learned signal.
 
 Padded audio frames are masked as keys in self-attention and their output velocity is set to zero.
 """
@@ -27,9 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import DiTConfig
+from model.streams import stream_embeds, streams_width
 
 TIME_FOURIER_DIM = 256      # sinusoidal features of the timestep, as in DiT
 TIME_SCALE = 1000.0         # t in [0, 1] is scaled so its features span the usual frequency range
+
+Rope = tuple[Tensor, Tensor]   # cos and sin of the rotation angles, [L, head_dim / 2] each
 
 
 def rope_angles(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
@@ -75,16 +83,18 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(cfg.head_dim, eps=1e-6)
         self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
 
-    def forward(self, x: Tensor, q_rope: tuple[Tensor, Tensor], kv_rope: tuple[Tensor, Tensor], key_mask: Tensor,
+    def forward(self, x: Tensor, q_rope: Rope | None, kv_rope: Rope | None, key_mask: Tensor,
                 context: Tensor | None = None) -> Tensor:
-        """x [B, L, W], context [B, S, W] (x itself when None), key_mask [B, S] bool (True = attend) -> [B, L, W]."""
+        """x [B, L, W], context [B, S, W] (x itself when None), key_mask [B, S] bool (True = attend) -> [B, L, W].
+        Queries and keys are rotated by their RoPE angles, or not at all when those are None."""
         source = x if context is None else context
         B, L, W = x.shape
         S = source.shape[1]
         q = self.q(x).view(B, L, self.heads, self.head_dim).transpose(1, 2)                    # [B, H, L, D]
         k, v = self.kv(source).view(B, S, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, S, D] each
-        q = apply_rope(self.q_norm(q), *q_rope)
-        k = apply_rope(self.k_norm(k), *kv_rope)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if q_rope is not None:
+            q, k = apply_rope(q, *q_rope), apply_rope(k, *kv_rope)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask[:, None, None, :],                                     # [B, 1, 1, S]
             dropout_p=self.dropout if self.training else 0.0)                                 # [B, H, L, D]
@@ -115,10 +125,11 @@ class Block(nn.Module):
         self.ffn = SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, self_rope: tuple[Tensor, Tensor], self_mask: Tensor,
-                context: Tensor, context_rope: tuple[Tensor, Tensor], context_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, self_rope: Rope, self_mask: Tensor,
+                context: Tensor, context_rope: Rope | None, context_mask: Tensor) -> Tensor:
         x = x + self.drop(self.self_attn(self.norm_self(x), self_rope, self_rope, self_mask))
-        x = x + self.drop(self.cross_attn(self.norm_cross(x), self_rope, context_rope, context_mask, context))
+        query_rope = self_rope if context_rope is not None else None
+        x = x + self.drop(self.cross_attn(self.norm_cross(x), query_rope, context_rope, context_mask, context))
         return x + self.drop(self.ffn(self.norm_ffn(x)))
 
 
@@ -128,7 +139,8 @@ class VSSFlowDiT(nn.Module):
         self.cfg = cfg
         W = cfg.width
         self.phone_embed = nn.Embedding(cfg.phone_vocab_size, cfg.phone_dim, padding_idx=0)  # id 0 -> zeros
-        self.in_proj = nn.Linear(cfg.audio_dim + cfg.phone_dim, W)
+        self.streams = stream_embeds(cfg) if cfg.streams else None   # None: old checkpoints load unchanged
+        self.in_proj = nn.Linear(cfg.audio_dim + cfg.phone_dim + streams_width(cfg), W)
         self.time_mlp = nn.Sequential(nn.Linear(TIME_FOURIER_DIM, W), nn.SiLU(), nn.Linear(W, W))
         self.video_mlp = nn.Sequential(nn.Linear(cfg.video_dim, W), nn.SiLU(), nn.Linear(W, W))
         self.null_token = nn.Parameter(torch.empty(W))
@@ -154,11 +166,29 @@ class VSSFlowDiT(nn.Module):
         nn.init.zeros_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
 
+    def _speaker(self, ref: Tensor | None, ref_mask: Tensor | None, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The speaker token [B, 1, W] and its key mask [B, 1]; masked (zeros) when the batch has no reference."""
+        if ref is None:
+            return (torch.zeros(batch, 1, self.cfg.width, dtype=like.dtype, device=like.device),
+                    torch.zeros(batch, 1, dtype=torch.bool, device=like.device))
+        if ref.shape != (batch, self.cfg.ref_dim):
+            raise ValueError(f"ref must be [{batch}, {self.cfg.ref_dim}], got {tuple(ref.shape)}")
+        mask = torch.ones(batch, dtype=torch.bool, device=like.device) if ref_mask is None else ref_mask.bool()
+        return self.ref_proj(ref.to(like.dtype))[:, None, :], mask[:, None]
+
     def _context(self, video: Tensor | None, video_mask: Tensor | None, batch: int, ref: Tensor | None,
                  ref_mask: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Cross-attention context [B, S, W], its key mask [B, S] and key positions [S] on the audio time base."""
+        """Cross-attention context [speaker | CLIP | null] [B, S, W], its key mask [B, S] and key positions [S] on
+        the audio time base."""
         cfg, device = self.cfg, like.device
         tokens, masks, positions = [], [], []
+        if self.ref_proj is not None:
+            token, mask = self._speaker(ref, ref_mask, batch, like)
+            tokens.append(token)
+            masks.append(mask)
+            positions.append(torch.zeros(1, device=device))
+        elif ref is not None:
+            raise ValueError("a speaker reference was given but config.ref_token is False")
         if video is not None:
             if video_mask is None or video_mask.shape != video.shape[:2]:
                 raise ValueError("video_mask [B, Tv] must come with video [B, Tv, Dv]")
@@ -173,25 +203,33 @@ class VSSFlowDiT(nn.Module):
         tokens.append(self.null_token.to(like.dtype).expand(batch, 1, -1))                 # [B, 1, W]
         masks.append(torch.ones(batch, 1, dtype=torch.bool, device=device))
         positions.append(torch.zeros(1, device=device))
-        if self.ref_proj is not None:
-            if ref is None:   # no reference in this batch: keep the token, masked out
-                tokens.append(torch.zeros(batch, 1, cfg.width, dtype=like.dtype, device=device))
-                masks.append(torch.zeros(batch, 1, dtype=torch.bool, device=device))
-            else:
-                tokens.append(self.ref_proj(ref.to(like.dtype))[:, None, :])                # [B, 1, W]
-                mask = torch.ones(batch, dtype=torch.bool, device=device) if ref_mask is None else ref_mask.bool()
-                masks.append(mask[:, None])                                                   # [B, 1]
-            positions.append(torch.zeros(1, device=device))
-        elif ref is not None:
-            raise ValueError("a reference was given but config.ref_token is False")
         return torch.cat(tokens, dim=1), torch.cat(masks, dim=1), torch.cat(positions)
 
+    def _frame_inputs(self, x_t: Tensor, phones_track: Tensor, streams: dict[str, Tensor] | None,
+                      stream_masks: dict[str, Tensor] | None) -> Tensor:
+        """[noisy audio | phonemes | each stream] per frame: [B, T, A + P + sum of stream dims]."""
+        B, T, _ = x_t.shape
+        parts = [x_t, self.phone_embed(phones_track.long()).to(x_t.dtype)]                  # [B, T, A], [B, T, P]
+        if self.streams is not None:
+            streams, stream_masks = streams or {}, stream_masks or {}
+            unknown = sorted(set(streams) - set(self.streams))
+            if unknown:
+                raise ValueError(f"streams {unknown} given; this model was built for {sorted(self.streams)}")
+            for name, embed in self.streams.items():
+                parts.append(embed(streams.get(name), stream_masks.get(name), B, T, x_t))    # [B, T, dim]
+        elif streams:
+            raise ValueError(f"streams {sorted(streams)} given; this model was built without streams")
+        return torch.cat(parts, dim=-1)
+
     def forward(self, x_t: Tensor, t: Tensor, phones_track: Tensor, video: Tensor | None, video_mask: Tensor | None,
-                audio_mask: Tensor, ref: Tensor | None = None, ref_mask: Tensor | None = None) -> Tensor:
+                audio_mask: Tensor, ref: Tensor | None = None, ref_mask: Tensor | None = None,
+                streams: dict[str, Tensor] | None = None, stream_masks: dict[str, Tensor] | None = None) -> Tensor:
         """Velocity [B, T, A] of the noisy audio x_t [B, T, A] at time t [B].
 
         phones_track [B, T] int (0 = no phone), video [B, Tv, Dv] with video_mask [B, Tv] bool (None, None: no
-        video in the batch), audio_mask [B, T] bool (True = valid frame), ref [B, ref_dim] with ref_mask [B] bool.
+        video in the batch), audio_mask [B, T] bool (True = valid frame), ref [B, ref_dim] with ref_mask [B] bool,
+        streams {name: [B, T, *frame shape]} at the audio frame rate with stream_masks {name: [B, T] bool}
+        (a stream left out is absent for every sample).
         """
         cfg = self.cfg
         B, T, A = x_t.shape
@@ -203,8 +241,7 @@ class VSSFlowDiT(nn.Module):
             raise ValueError(f"{T} audio frames exceed max_audio_frames={cfg.max_audio_frames}")
         audio_mask = audio_mask.bool()
 
-        phones = self.phone_embed(phones_track.long())                                      # [B, T, P]
-        h = self.in_proj(torch.cat([x_t, phones.to(x_t.dtype)], dim=-1))                    # [B, T, W]
+        h = self.in_proj(self._frame_inputs(x_t, phones_track, streams, stream_masks))     # [B, T, W]
         time_token = self.time_mlp(timestep_features(t))[:, None, :]                         # [B, 1, W]
         h = torch.cat([time_token.to(h.dtype), h], dim=1)                                   # [B, 1+T, W]
         self_mask = torch.cat([torch.ones_like(audio_mask[:, :1]), audio_mask], dim=1)      # [B, 1+T]
@@ -212,7 +249,8 @@ class VSSFlowDiT(nn.Module):
         self_rope = rope_angles(positions, cfg.head_dim, cfg.rope_base)                      # [1+T, D/2]
 
         context, context_mask, context_pos = self._context(video, video_mask, B, ref, ref_mask, h)
-        context_rope = rope_angles(context_pos, cfg.head_dim, cfg.rope_base)                # [S, D/2]
+        context_rope = (rope_angles(context_pos, cfg.head_dim, cfg.rope_base)               # [S, D/2]
+                        if cfg.video_positions == "rope" else None)
         for block in self.blocks:
             h = block(h, self_rope, self_mask, context, context_rope, context_mask)
 

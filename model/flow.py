@@ -5,21 +5,22 @@ integrates dx/dt = v(x, t) from t = 0 (noise) to t = 1 (audio). The network is n
 here takes a velocity function or a model and the conditioning as the keyword arguments of its forward.
 
 A condition dict `cond` holds the model's keyword arguments besides x_t and t: phones_track [B, T], video [B, Tv, Dv],
-video_mask [B, Tv], audio_mask [B, T], and optionally ref [B, R] / ref_mask [B]. Dropping a condition masks it
-(video_mask all False, phones all zero, ref_mask False); nothing is replaced by fake data.
+video_mask [B, Tv], audio_mask [B, T], and optionally ref [B, R] / ref_mask [B] (the speaker) and streams
+{name: [B, T, ...]} / stream_masks {name: [B, T]} (the temporal streams). Dropping a condition masks it (video_mask
+all False, phones all zero, stream masks False, ref_mask False); nothing is replaced by fake data.
 
 All randomness comes from one torch.Generator passed in by the caller; draws happen on the generator's device.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]   # (x [B, T, A], t [B]) -> velocity [B, T, A]
-Cond = dict[str, Tensor | None]
+Cond = dict[str, Tensor | dict[str, Tensor] | None]
 
 DEFAULT_GUIDANCE_SCALE = 3.0
 
@@ -77,45 +78,61 @@ class FlowMatching:
 
 
 def null_conditions(cond: Cond) -> Cond:
-    """The unconditional version of `cond`: every condition dropped (video, text and reference)."""
+    """The unconditional version of `cond`: every condition dropped (video, text, temporal streams, speaker)."""
     out = dict(cond)
     if cond.get("video_mask") is not None:
         out["video_mask"] = torch.zeros_like(cond["video_mask"], dtype=torch.bool)
     if cond.get("phones_track") is not None:
         out["phones_track"] = torch.zeros_like(cond["phones_track"])
+    if cond.get("stream_masks") is not None:
+        out["stream_masks"] = {k: torch.zeros_like(m, dtype=torch.bool) for k, m in cond["stream_masks"].items()}
     if cond.get("ref_mask") is not None or cond.get("ref") is not None:
         like = cond["ref"] if cond.get("ref") is not None else cond["ref_mask"]
         out["ref_mask"] = torch.zeros(like.shape[0], dtype=torch.bool, device=like.device)
     return out
 
 
-def drop_conditions(cond: Cond, *, generator: torch.Generator, p_all: float = 0.1, p_video: float = 0.0,
-                    p_text: float = 0.0) -> Cond:
-    """Classifier-free-guidance dropout, per sample: all conditions together with p_all, and video / text
-    independently with p_video / p_text. Returns a new dict; the reference token is dropped with "all".
+def without_streams(cond: Cond, names: Optional[Sequence[str]] = None) -> Cond:
+    """`cond` with the temporal streams `names` (default: all) masked for every sample (e.g. generating with the lip
+    stream ablated)."""
+    masks = cond.get("stream_masks") or {}
+    return {**cond, "stream_masks": {k: torch.zeros_like(m) if names is None or k in names else m
+                                     for k, m in masks.items()}}
 
-    Three uniform draws of [B] are always taken, whatever the probabilities, so the generator's stream does not
-    depend on the configuration.
+
+DROP_GROUPS = ("all", "video", "text", "streams", "speaker")   # one uniform draw of [B] each, in this order
+
+
+def drop_conditions(cond: Cond, *, generator: torch.Generator, p_all: float = 0.1, p_video: float = 0.0,
+                    p_text: float = 0.0, p_streams: float = 0.0, p_speaker: float = 0.0) -> Cond:
+    """Classifier-free-guidance dropout, per sample and per condition group: every condition together with p_all,
+    and the CLIP video, the text, the temporal streams (lip, sync together) and the speaker token each
+    independently with its own probability. Returns a new dict.
+
+    One uniform draw of [B] per group (DROP_GROUPS) is always taken, whatever the probabilities and whatever
+    conditions the batch has, so the generator's stream does not depend on the configuration.
     """
-    for name, p in (("p_all", p_all), ("p_video", p_video), ("p_text", p_text)):
+    probabilities = {"all": p_all, "video": p_video, "text": p_text, "streams": p_streams, "speaker": p_speaker}
+    for name, p in probabilities.items():
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
+            raise ValueError(f"p_{name} must be in [0, 1], got {p}")
     batch = cond["audio_mask"].shape[0]
     device = cond["audio_mask"].device
-    u = torch.rand(3, batch, generator=generator, device=generator.device).to(device)  # [3, B]
-    drop_all = u[0] < p_all
-    drop_video = drop_all | (u[1] < p_video)                                           # [B]
-    drop_text = drop_all | (u[2] < p_text)                                             # [B]
+    u = torch.rand(len(DROP_GROUPS), batch, generator=generator, device=generator.device).to(device)  # [5, B]
+    drop = {g: u[i] < probabilities[g] for i, g in enumerate(DROP_GROUPS)}
+    drop = {g: d | drop["all"] for g, d in drop.items()}                                 # [B] each
 
     out = dict(cond)
     if cond.get("video_mask") is not None:
-        out["video_mask"] = cond["video_mask"].bool() & ~drop_video[:, None]
+        out["video_mask"] = cond["video_mask"].bool() & ~drop["video"][:, None]
     if cond.get("phones_track") is not None:
-        out["phones_track"] = cond["phones_track"].masked_fill(drop_text[:, None], 0)
+        out["phones_track"] = cond["phones_track"].masked_fill(drop["text"][:, None], 0)
+    if cond.get("stream_masks") is not None:
+        out["stream_masks"] = {k: m.bool() & ~drop["streams"][:, None] for k, m in cond["stream_masks"].items()}
     if cond.get("ref") is not None:
         ref_mask = cond.get("ref_mask")
         keep = torch.ones(batch, dtype=torch.bool, device=device) if ref_mask is None else ref_mask.bool()
-        out["ref_mask"] = keep & ~drop_all
+        out["ref_mask"] = keep & ~drop["speaker"]
     return out
 
 
@@ -134,7 +151,10 @@ def _cat_conditions(a: Cond, b: Cond) -> Cond:
     for key in a:
         if (a[key] is None) != (b[key] is None):
             raise ValueError(f"condition {key!r} is None in only one of cond / uncond")
-        out[key] = None if a[key] is None else torch.cat([a[key], b[key]], dim=0)
+        if isinstance(a[key], dict):          # streams, stream_masks: {name: [B, T, ...]}
+            out[key] = {name: torch.cat([a[key][name], b[key][name]], dim=0) for name in a[key]}
+        else:
+            out[key] = None if a[key] is None else torch.cat([a[key], b[key]], dim=0)
     return out
 
 

@@ -51,7 +51,6 @@ from model.checkpoint import (
 )
 from model.config import DiTConfig
 from model.data import (
-    SamplePrep,
     TrainData,
     TrainLoader,
     describe_sources,
@@ -60,6 +59,7 @@ from model.data import (
     load_samples,
     plan_finetune,
     plan_pretrain,
+    prep_for_model,
     seed_of,
 )
 from model.dit import VSSFlowDiT, count_parameters
@@ -316,15 +316,13 @@ def _network(cfg: TrainConfig, model_cfg: DiTConfig, device: torch.device, sourc
 def _data(data: TrainData, cfg: TrainConfig, model_cfg: DiTConfig, rank: int
           ) -> tuple[TrainLoader, list[dict[str, Any]]]:
     """This rank's training stream, and the validation batches (rank 0 only)."""
-    prep = SamplePrep(contract=data.contract, audio_repr=cfg.audio_repr, latent_sample=cfg.latent_sample,
-                      audio_mean=cfg.audio_mean, audio_std=cfg.audio_std, max_audio_frames=model_cfg.max_audio_frames,
-                      max_video_frames=model_cfg.max_video_frames, audio_fps=model_cfg.audio_fps)
+    prep = prep_for_model(data.contract, model_cfg, audio_repr=cfg.audio_repr, audio_mean=cfg.audio_mean,
+                          audio_std=cfg.audio_std, latent_sample=cfg.latent_sample)
     loader = TrainLoader(data, prep, batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.num_workers,
                          epoch_steps=cfg.epoch_steps, shuffle_buffer=cfg.shuffle_buffer, rank=rank)
     val_batches = []
     if rank == 0 and data.held_out:
-        val_batches = fixed_batches(load_samples(data.held_out, prep, cfg.seed, data.checksums), cfg.batch_size,
-                                    data.contract.video_dim, model_cfg.audio_fps)
+        val_batches = fixed_batches(load_samples(data.held_out, prep, cfg.seed, data.checksums), cfg.batch_size, prep)
     return loader, val_batches
 
 

@@ -23,6 +23,7 @@ from stages.format.contract import AUDIO_REPRS, FeatureContract
 
 PRESET_FIELDS = tuple(f.name for f in dataclasses.fields(TrainingDefaults))
 WARMUP_MAX_SHARE = 0.1      # a preset's warm-up takes at most this share of the run's steps
+EXTRA_CONDITIONS = ("lip", "sync", "speaker")   # conditions besides text and CLIP a model may be built for
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +36,8 @@ class TrainConfig:
     audio_mean: Optional[float] = None                      # standardisation; None: estimated from the data
     audio_std: Optional[float] = None
     norm_samples: int = 256                                 # samples read to estimate it
+    conditions: Optional[list] = None                       # extra conditions the model takes (lip, sync, speaker);
+                                                            # None: every one the training data carries
     # optimisation; None: the preset's (model/config.py TRAINING_DEFAULTS), filled in by resolve_training
     batch_size: Optional[int] = None                        # samples per step and training process
     steps: int = 100_000
@@ -49,7 +52,10 @@ class TrainConfig:
     p_drop_all: float = 0.1
     p_drop_video: float = 0.0
     p_drop_text: float = 0.0
+    p_drop_streams: float = 0.0                             # the temporal streams (lip, sync), per sample
+    p_drop_speaker: float = 0.0                             # the speaker token, per sample
     video_frame_mask_p: float = 0.0                         # mask each video frame independently (fine-tuning)
+    stream_batch_mask_p: float = 0.0                        # mask the temporal streams of a whole batch (fine-tuning)
     # data
     task_weights: Optional[dict] = None                     # {"v2s": .., "visual_tts": .., "tts": .., "joint": ..}
     val_split: Optional[str] = "test"
@@ -87,13 +93,17 @@ class TrainConfig:
         for name in ("steps", "warmup_steps", "num_workers", "val_samples"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("p_drop_all", "p_drop_video", "p_drop_text", "video_frame_mask_p"):
+        for name in ("p_drop_all", "p_drop_video", "p_drop_text", "p_drop_streams", "p_drop_speaker",
+                     "video_frame_mask_p", "stream_batch_mask_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay} (ema: false turns the EMA off)")
         if self.betas is not None and (len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas)):
             raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        unknown = sorted(set(self.conditions or ()) - set(EXTRA_CONDITIONS))
+        if unknown:
+            raise ValueError(f"conditions {unknown} unknown; the extra conditions are {', '.join(EXTRA_CONDITIONS)}")
         if (self.lr is not None and not self.lr > 0) or not self.grad_clip > 0:
             raise ValueError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
 
@@ -132,6 +142,10 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         return value
     if hint in (int, float):
         return _number(name, value, hint)
+    if hint is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name} must be a list of names, got {value!r}")
+        return list(value)
     if hint is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list of numbers, got {value!r}")
@@ -214,9 +228,26 @@ def training_summary(cfg: TrainConfig, origins: dict[str, str]) -> dict[str, Any
 
 
 def model_config_for(cfg: TrainConfig, contract: FeatureContract) -> DiTConfig:
-    """The preset sized to the data: audio channels, video dim, phoneme vocabulary, longest clip."""
+    """The preset sized to the data: audio channels, video dim, phoneme vocabulary, longest clip, and the extra
+    conditions the data carries (or those of `cfg.conditions`): each temporal stream with its frames' kind and
+    shape, the speaker token with its size."""
+    carried = sorted(contract.streams or {}) + (["speaker"] if contract.speaker else [])
+    wanted = carried if cfg.conditions is None else sorted(cfg.conditions)
+    missing = [c for c in wanted if c not in carried]
+    if missing:
+        raise ValueError(f"conditions {missing} asked for, but the training data carries only "
+                         f"{', '.join(carried) or 'text and video'}: re-extract with them or leave them out")
+    base = preset(cfg.preset, **cfg.model_overrides)
+    streams = {}
+    for name in (c for c in wanted if c != "speaker"):
+        record = contract.streams[name]
+        kind = "crops" if record["dtype"] == "uint8" else "features"
+        streams[name] = {"kind": kind, "shape": list(record["frame_shape"]), "dim": base.stream_dim(name)}
     sized = {"audio_dim": contract.audio_dim(cfg.audio_repr), "audio_fps": contract.audio_fps,
              "video_dim": contract.video_dim, "video_fps": contract.video_fps,
              "phone_vocab_size": contract.vocab_size,
-             "max_video_frames": int(round(contract.max_seconds * contract.video_fps))}
+             "max_video_frames": int(round(contract.max_seconds * contract.video_fps)),
+             "streams": streams, "ref_token": "speaker" in wanted}
+    if contract.speaker:
+        sized["ref_dim"] = int(contract.speaker["dim"])
     return preset(cfg.preset, **{**sized, **cfg.model_overrides})

@@ -20,7 +20,7 @@ from model.data.plan import (
     read_index,
     task_sources,
 )
-from model.data.prep import SamplePrep, make_batch
+from model.data.prep import SamplePrep, make_batch, prep_for_model
 from model.data.stream import (
     TrainLoader,
     TrainStream,
@@ -34,5 +34,5 @@ from model.data.stream import (
 
 __all__ = ["DataError", "SamplePrep", "Source", "TrainData", "TrainLoader", "TrainStream", "batches_made_by",
            "describe_sources", "estimate_audio_norm", "finetune_sources", "fixed_batches", "held_out_rows",
-           "load_samples", "make_batch", "open_datasets", "plan_finetune", "plan_pretrain", "read_index", "seed_of",
+           "load_samples", "make_batch", "open_datasets", "plan_finetune", "plan_pretrain", "prep_for_model", "read_index", "seed_of",
            "shard_samples", "task_sources"]

@@ -37,7 +37,6 @@ from manifests.schema import CLIP_ID_PATTERN
 from model.data.plan import DataError, Source, TrainData
 from model.data.prep import SamplePrep, make_batch
 from stages.format.layout import file_checksum
-from stages.format.rates import AUDIO_FPS
 from stages.format.shard_io import decode_sample, raw_samples
 
 # purposes of the seeds derived by seed_of (fixed numbers: changing one changes every stream)
@@ -164,7 +163,7 @@ class TrainStream(torch.utils.data.IterableDataset):
             batch.append(self.prep(decoded, np.random.default_rng(seed_of(*base, _SAMPLE, index)),
                                    where=f"{raw.get('__url__')}: "))
             if len(batch) == self.batch_size:
-                yield make_batch(batch, self.data.contract.video_dim, self.prep.audio_fps)
+                yield make_batch(batch, self.prep)
                 batch = []
 
 
@@ -225,10 +224,9 @@ def load_samples(keys: Sequence[tuple[str, str]], prep: SamplePrep, seed: int = 
     return [found[i] for i in range(len(keys))]
 
 
-def fixed_batches(samples: Sequence[dict[str, Any]], batch_size: int, video_dim: int,
-                  audio_fps: float = AUDIO_FPS) -> list[dict[str, Any]]:
+def fixed_batches(samples: Sequence[dict[str, Any]], batch_size: int, prep: SamplePrep) -> list[dict[str, Any]]:
     """The samples, in order, as padded batches of at most batch_size."""
-    return [make_batch(samples[i:i + batch_size], video_dim, audio_fps) for i in range(0, len(samples), batch_size)]
+    return [make_batch(samples[i:i + batch_size], prep) for i in range(0, len(samples), batch_size)]
 
 
 def estimate_audio_norm(data: TrainData, audio_repr: str, max_samples: int = 256) -> tuple[float, float]:

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # Parameter counts per preset and audio width (mel 256 = 4 frames x 64 bands, latent 128), as BENCHMARKS.md states
 # them (tiny 0.28M, small 17.9M, base 461.4M; the paper: about 460M). A change of architecture updates both.
 PARAMETERS = {("base", 256): 461_359_360, ("base", 128): 460_966_016, ("small", 256): 17_947_776,
-              ("small", 128): 17_849_344, ("tiny", 256): 275_648, ("tiny", 128): 259_136}
+              ("small", 128): 17_849_344, ("tiny", 256): 275_648, ("tiny", 128): 259_136,
+              ("reference", 256): 461_359_360, ("reference", 128): 460_966_016}
 
 
 def test_preset_parameter_counts_and_base_near_460m():

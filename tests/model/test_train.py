@@ -22,8 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_resumed_run_reproduces_the_uninterrupted_one(extracted, tmp_path):
     out, _ = extracted
     cfg = tiny(steps=20, ema=True, ema_decay=0.9, epoch_steps=6, video_frame_mask_p=0.2, p_drop_video=0.3,
-               eval_every=5, save_every=7)
+               p_drop_streams=0.3, p_drop_speaker=0.3, stream_batch_mask_p=0.3, eval_every=5, save_every=7)
     run_pretrain([out], tmp_path / "straight", cfg)
+    built = load_checkpoint(tmp_path / "straight" / "ckpt" / "last.pt")["model_config"]
+    assert sorted(built["streams"]) == ["lip"] and built["ref_token"]         # resumed with the streams in use
     run_pretrain([out], tmp_path / "resumed", dataclasses.replace(cfg, steps=10))
     run_pretrain([out], tmp_path / "resumed", cfg)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.config import TRAINING_DEFAULTS
+from model.config import PRESETS, TRAINING_DEFAULTS
 from model.train_config import TrainConfig, adopt_resolved, resolve_training, schedule_notes, training_summary
 
 
@@ -15,7 +15,7 @@ def test_unset_training_values_come_from_the_preset():
     assert set(origins.values()) == {"preset"}
     base, _ = resolve_training(TrainConfig(preset="base", steps=100_000))
     assert (base.lr, base.warmup_steps, base.betas, base.ema_decay) == (1e-4, 2000, (0.9, 0.999), 0.999)
-    assert set(TRAINING_DEFAULTS) == {"tiny", "small", "base"}
+    assert set(TRAINING_DEFAULTS) == set(PRESETS)
 
 
 def test_set_values_win_and_say_so():
