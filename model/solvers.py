@@ -7,10 +7,11 @@ rtol=1e-5, step_size=None)`, which calls torchdiffeq's odeint (vasflow1/vssflow 
 and `solver.sample(...)` in every worker/vaflow_*.py). Their `time_grid = linspace(0, 1, sample_steps + 1)` only
 chooses where the solution is reported, not the steps taken; here only t = 1 is asked for.
 
-Every evaluation is at 0 <= t <= 1 (the last step is made to end on t = 1; see `dopri5`) except, for a field
-more than 100 times weaker than its state, torchdiffeq's initial step-size probe f(x0 + h0 f0, h0) with
-h0 = 0.01 |x0| / |f0|: it only sets the first step's size. The step size is shared by the batch: every sample takes the same steps, chosen by the error of all of them
-together, so a sample's result can differ (within the tolerance) with the batch it is sampled in.
+Every evaluation is at 0 <= t <= 1 (the last step is made to end on t = 1; see `dopri5`; the reference does not
+do this, so its samples use the network evaluated past t = 1) except, for a field more than 100 times weaker than
+its state, torchdiffeq's initial step-size probe f(x0 + h0 f0, h0) with h0 = 0.01 |x0| / |f0|: it only sets the
+first step's size. The step size is shared by the batch: every sample takes the same steps, chosen by the error of
+all of them together, so a sample's result can differ (within the tolerance) with the batch it is sampled in.
 """
 
 from __future__ import annotations
