@@ -14,12 +14,15 @@ All randomness comes from one torch.Generator passed in by the caller; draws hap
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-VelocityFn = Callable[[Tensor, Tensor], Tensor]   # (x [B, T, A], t [B]) -> velocity [B, T, A]
+from model.solvers import DOPRI5_ATOL, DOPRI5_RTOL, VelocityFn, dopri5
+
+Method = Literal["euler", "heun", "dopri5"]
+METHODS: tuple[str, ...] = ("euler", "heun", "dopri5")
 Cond = dict[str, Tensor | dict[str, Tensor] | None]
 
 DEFAULT_GUIDANCE_SCALE = 3.0
@@ -54,16 +57,24 @@ class FlowMatching:
         return se.sum(dim=(1, 2)) / n_valid.clamp_min(1.0)
 
     @torch.no_grad()
-    def sample(self, velocity_fn: VelocityFn, x0: Tensor, steps: int,
-               method: Literal["euler", "heun"] = "euler") -> Tensor:
-        """Integrate dx/dt = velocity_fn(x, t) from t = 0 to 1 in `steps` equal steps; returns x at t = 1.
+    def sample(self, velocity_fn: VelocityFn, x0: Tensor, steps: int, method: Method = "euler",
+               stats: dict | None = None, *, rtol: float = DOPRI5_RTOL, atol: float = DOPRI5_ATOL) -> Tensor:
+        """Integrate dx/dt = velocity_fn(x, t) from t = 0 to 1; returns x at t = 1.
 
-        Euler uses `steps` evaluations, Heun (explicit trapezoid) 2 * steps.
+        Euler and Heun (explicit trapezoid) take `steps` equal steps: `steps` and 2 * `steps` evaluations. dopri5
+        chooses its own steps to keep the error under rtol/atol (model/solvers.py) and ignores `steps`; rtol/atol
+        are used by dopri5 alone. A `stats` dict is filled with what the solve cost: {"method", "nfe" (velocity
+        evaluations), "steps" (steps taken)}, plus dopri5's rejected steps and tolerances.
         """
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        if method == "dopri5":
+            x, cost = dopri5(velocity_fn, x0, rtol=rtol, atol=atol)
+            if stats is not None:
+                stats.update(cost)
+            return x
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        if method not in ("euler", "heun"):
-            raise ValueError(f"unknown method {method!r}; use 'euler' or 'heun'")
         x, batch, dt = x0, x0.shape[0], 1.0 / steps
         for i in range(steps):
             t0 = torch.full((batch,), i * dt, device=x0.device)
@@ -74,6 +85,8 @@ class FlowMatching:
                 t1 = torch.full((batch,), (i + 1) * dt, device=x0.device)
                 v1 = velocity_fn(x + dt * v0, t1)
                 x = x + 0.5 * dt * (v0 + v1)
+        if stats is not None:
+            stats.update(method=method, nfe=steps if method == "euler" else 2 * steps, steps=steps)
         return x
 
 

@@ -10,12 +10,12 @@ DecodeStage wants an audio track (extract always has one); a silent video has no
 file of the clip's length instead (the requested duration, else the contract's max_seconds, so the clip is the
 video cut to max_seconds), so the video is decoded exactly as extract decodes it; the audio is not used.
 
-Sampling: `FlowMatching.sample` (Euler or Heun, fixed steps) from seeded N(0, I) noise, classifier-free guidance
-against every condition dropped; the audio sequence covers the clip (ceil to whole frames, the wave is cut to the
-clip's exact sample count). Then un-standardise, mel patches -> mel (or VAE latents -> mel with the contract's VAE),
-clip the mel to the range any wave in [-1, 1] can have (an undertrained model, pushed by guidance, can leave it and
-the vocoder would blow up; the clipped share is reported), and mel -> wave with a HiFi-GAN vocoder directory or
-Griffin-Lim (model/vocoder.py).
+Sampling: `FlowMatching.sample` (Euler or Heun with fixed steps, or adaptive dopri5; info["nfe"] says how many
+velocity evaluations it took) from seeded N(0, I) noise, classifier-free guidance against every condition dropped;
+the audio sequence covers the clip (ceil to whole frames, the wave is cut to the clip's exact sample count). Then
+un-standardise, mel patches -> mel (or VAE latents -> mel with the contract's VAE), clip the mel to the range any
+wave in [-1, 1] can have (an undertrained model, pushed by guidance, can leave it and the vocoder would blow up; the
+clipped share is reported), and mel -> wave with a HiFi-GAN vocoder directory or Griffin-Lim (model/vocoder.py).
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ from model.checkpoint import ema_weights, load_checkpoint
 from model.config import DiTConfig
 from model.dit import VSSFlowDiT
 from model.ema import describe_span
-from model.flow import FlowMatching, cfg_velocity_fn, null_conditions
+from model.flow import METHODS, FlowMatching, cfg_velocity_fn, null_conditions
 from model.vocoder import load_vocoder, log_mel_bounds
 from stages.device import pick_device
 from stages.format.contract import ContractError, FeatureContract
 from stages.format.rates import MEL_PER_AUDIO_FRAME
 
-METHODS = ("euler", "heun")
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}   # output suffix -> ffmpeg muxer
 
 
@@ -198,16 +197,18 @@ def extract_conditions(contract: FeatureContract, video_path: Optional[str | Pat
 
 @torch.no_grad()
 def sample_audio(model: VSSFlowDiT, cond: dict[str, torch.Tensor], *, steps: int = 25, method: str = "euler",
-                 guidance: float = 3.0, seed: int = 0, uncond: Optional[dict] = None) -> torch.Tensor:
+                 guidance: float = 3.0, seed: int = 0, uncond: Optional[dict] = None,
+                 stats: Optional[dict] = None) -> torch.Tensor:
     """Standardised audio [B, T, A] for conditions cond (a collated batch's tensors on the model's device).
-    guidance 1 uses cond alone; otherwise CFG against uncond (default: every condition dropped)."""
+    guidance 1 uses cond alone; otherwise CFG against uncond (default: every condition dropped). method is one of
+    METHODS (dopri5 ignores steps); `stats` is filled with the solve's cost (FlowMatching.sample)."""
     if method not in METHODS:
         raise GenerateError(f"method must be one of {METHODS}, got {method!r}")
     device = next(model.parameters()).device
     shape = (*cond["audio_mask"].shape, model.cfg.audio_dim)                           # [B, T, A]
     x0 = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
     velocity = cfg_velocity_fn(model, cond, uncond if uncond is not None else null_conditions(cond), scale=guidance)
-    return FlowMatching().sample(velocity, x0, steps, method=method)
+    return FlowMatching().sample(velocity, x0, steps, method=method, stats=stats)
 
 
 def audio_to_mel(audio: torch.Tensor, ckpt: dict[str, Any], *, vae_dir: Optional[str | Path] = None) -> np.ndarray:
@@ -265,7 +266,9 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
 
     t0 = time.perf_counter()
     cond = {k: batch[k].to(dev) for k in ("phones_track", "video", "video_mask", "audio_mask")}
-    audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed)[0]   # [T, A]
+    solver: dict[str, Any] = {}
+    audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed,
+                         stats=solver)[0]                                                            # [T, A]
     mel = audio_to_mel(audio, checkpoint, vae_dir=vae_dir)                                           # [4T, n_mels]
     low, high = log_mel_bounds(mel_cfg)     # no wave in [-1, 1] has a log-mel outside: project onto that range
     clipped = float(np.mean((mel < low) | (mel > high)))
@@ -281,7 +284,8 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
             "n_samples": int(len(wave)), "audio_frames": int(audio.shape[0]),
             "video_frames": 0 if conds["video"] is None else int(len(conds["video"])),
             "phonemes": conds["phonemes"], "speech_span_s": conds["speech_span_s"], "steps": steps,
-            "method": method, "guidance": guidance, "seed": seed, "checkpoint": str(ckpt),
+            "method": method, "nfe": solver["nfe"], "solver": solver, "guidance": guidance, "seed": seed,
+            "checkpoint": str(ckpt),
             "checkpoint_step": int(checkpoint["step"]), "ema": checkpoint["used_ema"], "weights": checkpoint["weights"],
             "feature_hash": contract.feature_hash, "vocoder": vocoder.info(), "device": str(dev),
             "mel_clipped_frac": clipped, "peak": float(np.abs(wave).max()) if len(wave) else 0.0,

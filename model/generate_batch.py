@@ -65,14 +65,16 @@ def generate_one(model, checkpoint: dict, contract: FeatureContract, vocoder, re
                                visual_model=visual_model, device=str(device))
     batch = conditions_batch(conds, model.cfg, contract.mel_config().hop_length)
     cond = {k: batch[k].to(device) for k in ("phones_track", "video", "video_mask", "audio_mask")}
-    audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed)[0]   # [T, A]
+    solver: dict[str, Any] = {}
+    audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed,
+                         stats=solver)[0]                                                          # [T, A]
     mel = audio_to_mel(audio, checkpoint, vae_dir=vae_dir)                                         # [4T, n_mels]
     low, high = log_mel_bounds(contract.mel_config())
     wave = vocoder(np.clip(mel, low, high))[: conds["n_samples"]]                                  # [N]
     if not np.isfinite(wave).all():
         raise GenerateError("the generated wave holds NaN or Inf")
     return wave, {"task": conds["task"], "duration_s": conds["duration_s"], "speech_span_s": conds["speech_span_s"],
-                  "warnings": conds["warnings"]}
+                  "nfe": solver["nfe"], "warnings": conds["warnings"]}
 
 
 def generate_batch(ckpt: Path, manifest: Path, data_root: Path, out_dir: Path, *, steps: int = 25,

@@ -39,6 +39,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proof_streams import mels_for, pause_shares, solver_table, speaker_similarity, summarise  # noqa: E402
+
 
 def prepare_data(work: Path, scale: int) -> Path:
     from pipeline.demo.sample_corpus import make_sample_corpus
@@ -60,17 +63,9 @@ def prepare_data(work: Path, scale: int) -> Path:
     return extract
 
 
-def generated_mels(model, ckpt, sample: dict, *, video_dim: int, seeds, guidance: float, unconditional: bool):
-    """log-mel [4T, 64] per seed for one prepared sample (its video / phones / span as given)."""
-    from model.data import make_batch
-    from model.flow import null_conditions
-    from model.generate import audio_to_mel, sample_audio
-
-    batch = make_batch([sample], video_dim, model.cfg.audio_fps)
-    cond = {k: batch[k] for k in ("phones_track", "video", "video_mask", "audio_mask")}
-    if unconditional:
-        cond, guidance = null_conditions(cond), 1.0
-    return [audio_to_mel(sample_audio(model, cond, steps=25, guidance=guidance, seed=s)[0], ckpt) for s in seeds]
+def generated_mels(model, ckpt, sample: dict, prep, *, seeds, guidance: float, unconditional: bool):
+    """log-mel [4T, 64] per seed for one prepared sample (its video / phones / span / streams as given)."""
+    return mels_for(model, ckpt, sample, prep, seeds=seeds, guidance=guidance, unconditional=unconditional)
 
 
 def true_mel(sample: dict, ckpt) -> np.ndarray:
@@ -80,7 +75,7 @@ def true_mel(sample: dict, ckpt) -> np.ndarray:
     return unpatch_mel(torch.as_tensor(sample["audio"]) * norm["std"] + norm["mean"]).numpy()
 
 
-def conditioning_distances(model, ckpt, samples, video_dim, seeds, guidance) -> list[dict]:
+def conditioning_distances(model, ckpt, samples, prep, seeds, guidance) -> list[dict]:
     """(b): L1(generated, true) with own conditions and with another clip's video, each without guidance (g=1,
     the learned conditional flow) and with it, and with no conditions."""
     with_video = [i for i, s in enumerate(samples) if s["video"] is not None]
@@ -95,19 +90,20 @@ def conditioning_distances(model, ckpt, samples, video_dim, seeds, guidance) -> 
                 variants[f"other_video_g{g:g}"] = (dict(s, video=samples[j]["video"][: len(s["video"])]), False, g)
         row = {"key": s["key"], "task": s["task"]}
         for name, (variant, uncond, g) in variants.items():
-            mels = generated_mels(model, ckpt, variant, video_dim=video_dim, seeds=seeds, guidance=g,
-                                  unconditional=uncond)
+            mels = generated_mels(model, ckpt, variant, prep, seeds=seeds, guidance=g, unconditional=uncond)
             row[name] = float(np.mean([np.abs(m[: len(target)] - target).mean() for m in mels]))
         rows.append(row)
     return rows
 
 
-def span_energy(model, ckpt, samples, video_dim, seeds, guidance) -> list[dict]:
-    """(c): share of generated energy inside a requested span (first / second half of the clip)."""
+def span_energy(model, ckpt, samples, prep, seeds, guidance) -> list[dict]:
+    """(c): share of generated energy inside a requested span (first / second half of the clip). The lip stream,
+    which shows where the clip's real speech is, is left out (the request is the text's span alone)."""
     rows = []
     for s in samples:
         if s["phone_ids"] is None:
             continue
+        s = dict(s, streams={})
         duration = len(s["audio"]) / model.cfg.audio_fps
         for name, span in (("first half", (0.0, duration / 2)), ("second half", (duration / 2, duration))):
             variant = dict(s, speech_span_s=span)
@@ -115,7 +111,7 @@ def span_energy(model, ckpt, samples, video_dim, seeds, guidance) -> list[dict]:
             result = {"key": s["key"], "span": name, "span_share": (hi - lo) / (4 * len(s["audio"]))}
             for label, uncond in (("conditioned", False), ("unconditional", True)):
                 shares = []
-                for mel in generated_mels(model, ckpt, variant, video_dim=video_dim, seeds=seeds, guidance=guidance,
+                for mel in generated_mels(model, ckpt, variant, prep, seeds=seeds, guidance=guidance,
                                           unconditional=uncond):
                     power = np.exp(2 * mel.astype(np.float64)).sum(axis=1)        # [frames]
                     shares.append(float(power[lo:hi].sum() / power.sum()))
@@ -137,6 +133,31 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
     (console if console.is_terminal else Console(width=160)).print(table)   # whole keys in logs
 
 
+def stream_measures(model, ckpt, samples, prep, extract: Path, seeds, args) -> dict:
+    """(d) pause share with and without lips, (e) speaker similarity, (f) solvers (scripts/proof_streams.py)."""
+    out = {}
+    if "lip" in model.cfg.streams:
+        out["pause"] = pause_shares(model, ckpt, samples, prep, true_mel, seeds, args.guidance)
+        rows = [[r["key"], f"{r['pause_s'][0]:.2f}-{r['pause_s'][1]:.2f}", r["true"], r["with_lips"],
+                 r["lips_masked"]] for r in out["pause"]]
+        print_table("(d) share of the speech span's generated energy inside its pause (mouth closed)",
+                    ["key", "pause (s)", "true audio", "with lips", "lips masked"], rows)
+    if model.cfg.ref_token:
+        out["speaker"] = speaker_similarity(model, ckpt, samples, prep, extract, seeds, args.guidance)
+        rows = [[r["key"], r["own"], r["other"], r["own_ref"]["to_own"], r["own_ref"]["to_other"],
+                 r["other_ref"]["to_own"], r["other_ref"]["to_other"]] for r in out["speaker"]]
+        print_table("(e) speaker-encoder cosine of the generated voice to each voice's mean",
+                    ["key", "own voice", "other voice", "own ref: to own", "own ref: to other",
+                     "other ref: to own", "other ref: to other"], rows)
+    if not args.no_solvers:
+        out["solvers"] = solver_table(model, ckpt, samples, prep, true_mel, seeds[:1], args.guidance)
+        print_table("(f) solvers on the held-out clips (own conditions, one seed)", ["method", "steps", "NFE",
+                    "mel L1"], [[r["method"], r["steps"], r["nfe"], r["mel_l1"]] for r in out["solvers"]])
+    out["criteria"] = summarise(out.get("pause", []), out.get("speaker", []))
+    print(json.dumps(out["criteria"], indent=2))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_proof")
@@ -147,12 +168,16 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--model-overrides", type=json.loads, default={"width": 128},
                         help="DiTConfig fields over the preset (JSON); default: tiny at width 128")
-    parser.add_argument("--scale", type=int, default=1, help="sample corpus scale (more clips)")
+    parser.add_argument("--scale", type=int, default=6, help="sample corpus scale (copies of every clip kind)")
+    parser.add_argument("--conditions", type=json.loads, default=None,
+                        help='extra conditions the model takes (JSON list, e.g. \'["speaker"]\' for an ablation '
+                             'without lips); default: all the data carries (lip, speaker)')
+    parser.add_argument("--no-solvers", action="store_true", help="skip (f), the solver comparison")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=3.0)
     args = parser.parse_args()
 
-    from model.data import SamplePrep, load_samples, plan_pretrain
+    from model.data import load_samples, plan_pretrain, prep_for_model
     from model.ema import describe_span
     from model.generate import load_model
     from model.metrics import read_metrics
@@ -163,10 +188,11 @@ def main() -> None:
     extract = prepare_data(args.work, args.scale)
     tag = "".join(f"_{k}{v}" for k, v in sorted(args.model_overrides.items()))
     tag += "".join(f"_{k}{v}" for k, v in (("lr", args.lr), ("batch", args.batch_size)) if v is not None)
+    tag += "" if args.conditions is None else "_" + "-".join(sorted(args.conditions) or ["none"])
     run = args.work / f"run_{args.preset}{tag}_{args.steps}"
     cfg = TrainConfig(preset=args.preset, model_overrides=args.model_overrides, batch_size=args.batch_size,
-                      steps=args.steps, lr=args.lr, log_every=10, eval_every=50, save_every=100, num_workers=2,
-                      val_samples=16)
+                      steps=args.steps, lr=args.lr, log_every=10, eval_every=100, save_every=100, num_workers=2,
+                      val_samples=64, conditions=args.conditions, p_drop_streams=0.1, p_drop_speaker=0.1)
     print(f"training {args.preset} for {args.steps} steps -> {run}", flush=True)
     summary = run_pretrain([extract], run, cfg)
     print(f"trained with {summary['training']['values']} ({summary['training']['schedule']}); "
@@ -184,15 +210,12 @@ def main() -> None:
     model, ckpt = load_model(run / "ckpt" / "last.pt", use_ema=not args.raw)
     data = plan_pretrain([extract], val_split=cfg.val_split, val_samples=cfg.val_samples)
     norm = ckpt["audio_norm"]
-    prep = SamplePrep(contract=data.contract, audio_repr="mel", audio_mean=norm["mean"], audio_std=norm["std"],
-                      max_audio_frames=model.cfg.max_audio_frames, max_video_frames=model.cfg.max_video_frames,
-                      audio_fps=model.cfg.audio_fps)
+    prep = prep_for_model(data.contract, model.cfg, audio_repr="mel", audio_mean=norm["mean"], audio_std=norm["std"])
     samples = load_samples(data.held_out, prep)
     seeds = list(range(args.seeds))
-    video_dim = data.contract.video_dim
 
     # (b) conditioning
-    distances = conditioning_distances(model, ckpt, samples, video_dim, seeds, args.guidance)
+    distances = conditioning_distances(model, ckpt, samples, prep, seeds, args.guidance)
     g = f"{args.guidance:g}"
     columns = ["own_g1", "other_video_g1", f"own_g{g}", f"other_video_g{g}", "none"]
     rows = [[d["key"], d["task"], *(d.get(c, float("nan")) for c in columns)] for d in distances]
@@ -203,7 +226,7 @@ def main() -> None:
                  "no conditions"], rows)
 
     # (c) speech span
-    spans = span_energy(model, ckpt, samples, video_dim, seeds, args.guidance)
+    spans = span_energy(model, ckpt, samples, prep, seeds, args.guidance)
     rows = [[r["key"], r["span"], r["span_share"], r["conditioned"], r["unconditional"]] for r in spans]
     if spans:
         rows.append(["mean", "", *(float(np.mean([r[k] for r in spans]))
@@ -211,9 +234,11 @@ def main() -> None:
     print_table("(c) share of generated energy inside the requested speech span",
                 ["key", "span", "span's share of the clip", "conditioned", "unconditional"], rows)
 
+    streams = stream_measures(model, ckpt, samples, prep, extract, seeds, args)
+
     result = {"config": ckpt["config"], "weights": ckpt["weights"], "run": str(run), "train_summary": summary,
               "loss_curve": metrics, "conditioning_l1": distances, "conditioning_l1_mean": mean,
-              "speech_span_energy": spans}
+              "speech_span_energy": spans, **streams}
     (args.work / "learning_proof.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"results: {args.work / 'learning_proof.json'}")
 

@@ -249,8 +249,8 @@ def generate_cmd(
     duration: Optional[float] = typer.Option(None, help="Seconds to generate (default: the video's length)."),
     vocoder: Optional[Path] = typer.Option(None, help="Local SpeechT5HifiGan directory; default Griffin-Lim."),
     mux: Optional[Path] = typer.Option(None, help="Also write the video with the generated sound (ffmpeg)."),
-    steps: int = typer.Option(25, help="Sampler steps."),
-    method: str = typer.Option("euler", help="euler or heun."),
+    steps: int = typer.Option(25, help="Sampler steps (euler, heun; dopri5 chooses its own)."),
+    method: str = typer.Option("euler", help="euler, heun or dopri5 (adaptive, rtol = atol = 1e-5)."),
     guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (1: none)."),
     seed: int = typer.Option(0, help="Noise seed."),
     visual_model: Optional[Path] = typer.Option(None, help="Visual encoder directory, if it moved since extract."),
@@ -277,8 +277,9 @@ def generate_cmd(
             muxed = mux_video(video, out, mux) if mux is not None else None
     for warning in info["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"{info['task']}: {info['duration_s']:.2f}s of audio -> {out}  ({info['steps']} {info['method']} "
-                  f"steps, guidance {info['guidance']}, vocoder {info['vocoder']['name']}, "
+    console.print(f"{info['task']}: {info['duration_s']:.2f}s of audio -> {out}  ({info['method']}: "
+                  f"{info['solver']['steps']} steps, {info['nfe']} velocity evaluations, guidance {info['guidance']}, "
+                  f"vocoder {info['vocoder']['name']}, "
                   f"{time.perf_counter() - start:.1f}s)")
     console.print(f"weights: {info['weights']['description']}", highlight=False)
     if muxed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -67,6 +69,7 @@ def test_v2s_with_griffin_lim_gives_the_video_length(trained, media, extracted):
     assert wave.dtype == np.float32 and wave.ndim == 1 and np.isfinite(wave).all()
     assert len(wave) == round(row["duration_s"] * SR) == info["n_samples"]
     assert info["task"] == "v2s" and info["video_frames"] == row["n_video"]        # same frames as extract saw
+    assert info["nfe"] == 4 and info["solver"] == {"method": "euler", "nfe": 4, "steps": 4}
     assert info["vocoder"]["name"] == "griffin-lim" and info["ema"] and info["checkpoint_step"] == 10
     assert info["weights"]["kind"] == "ema" and info["weights"]["ema"]["updates"] == 10
     assert info["weights"]["description"].startswith("EMA over 10 steps: 90% of its weight from the last")
@@ -80,6 +83,7 @@ def test_visual_tts_with_a_tiny_hifigan_and_a_speech_span(trained, media, extrac
     assert len(wave) == round(extracted_row(extracted, key)["duration_s"] * SR) and np.isfinite(wave).all()
     assert info["vocoder"] == {"name": "hifigan", "model_dir": str(tiny_vocoder), "random_init": True}
     assert info["task"] == "visual_tts" and info["speech_span_s"] == [0.5, 2.0] and info["phonemes"]
+    assert info["nfe"] == 4 and info["method"] == "heun"                           # Heun: 2 evaluations a step
 
 
 def test_transcript_is_stretched_over_the_requested_span(trained):
@@ -183,8 +187,11 @@ def test_cli_generate_writes_the_wav_and_the_muxed_video(trained, media, tmp_pat
     assert "Video:" in probe and "Audio: aac" in probe
     assert "weights: EMA over 10 steps" in " ".join(result.output.split())
     raw = CliRunner().invoke(train_app, ["generate", "--ckpt", str(trained), "--video", str(video), "--out",
-                                         str(wav), "--steps", "1", "--no-ema"], terminal_width=200)
+                                         str(wav), "--no-ema", "--method", "dopri5"], terminal_width=200)
     assert raw.exit_code == 0 and "weights: raw weights of step 10 (as asked: --no-ema)" in " ".join(raw.output.split())
+    solved = re.search(r"dopri5: (\d+) steps, (\d+) velocity evaluations", " ".join(raw.output.split()))
+    steps, nfe = (int(solved[1]), int(solved[2])) if solved else (0, 0)
+    assert steps >= 1 and nfe >= 2 + 6 * steps and (nfe - 2) % 6 == 0, raw.output   # 6 per attempt (dopri5, FSAL)
 
     half = CliRunner().invoke(train_app, ["generate", "--ckpt", str(trained), "--video", str(video), "--out",
                                           str(wav), "--speech-start", "0.2"], terminal_width=200)
@@ -252,6 +259,8 @@ def test_generate_batch_makes_each_clip_as_generate_does_and_feeds_evaluate(trai
     batch, _ = sf.read(tmp_path / "gen" / f"{talk['clip_id']}.wav", dtype="float32")
     single, _ = sf.read(write_wav(tmp_path / "alone.wav", alone, 16000), dtype="float32")
     assert np.array_equal(batch, single)                                     # the 16-bit wav of the same wave
+    logged = [json.loads(line) for line in (tmp_path / "gen" / "generated.jsonl").read_text().splitlines()]
+    assert [r["nfe"] for r in logged if r["status"] == "generated"] == [2, 2, 2]   # Euler: 2 steps, 2 evaluations
     again = CliRunner().invoke(app, args, terminal_width=200)
     assert again.exit_code == 0 and "0 generated, 2 refused, 3 already there" in " ".join(again.output.split())
     result = CliRunner().invoke(app, ["run", "evaluate", "--generated", str(tmp_path / "gen"), "--reference",
