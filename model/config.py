@@ -70,6 +70,10 @@ class DiTConfig:
             if len(s["shape"]) != (2 if s["kind"] == "crops" else 1) or min(s["shape"]) <= 0:
                 raise ValueError(f"stream {name!r}: shape {s['shape']} does not fit kind {s['kind']!r}")
 
+    def conditions(self) -> list[str]:
+        """What the network takes besides the noisy audio: text, video, its streams, the speaker."""
+        return ["text", "video", *sorted(self.streams), *(["speaker"] if self.ref_token else [])]
+
     def stream_dim(self, name: str) -> int:
         """The width a stream of this name gets in the concatenation when a model is built for it."""
         return int(self.stream_dims.get(name, DEFAULT_STREAM_DIM))

@@ -138,8 +138,8 @@ def stream_measures(model, ckpt, samples, prep, extract: Path, seeds, args) -> d
     out = {}
     if "lip" in model.cfg.streams:
         out["pause"] = pause_shares(model, ckpt, samples, prep, true_mel, seeds, args.guidance)
-        rows = [[r["key"], f"{r['pause_s'][0]:.2f}-{r['pause_s'][1]:.2f}", r["true"], r["with_lips"],
-                 r["lips_masked"]] for r in out["pause"]]
+        rows = [[r["key"], f"{r['pause_s'][0]:.2f}-{r['pause_s'][1]:.2f}",
+                 *(f"{r[k]:.2e}" for k in ("true", "with_lips", "lips_masked"))] for r in out["pause"]]
         print_table("(d) share of the speech span's generated energy inside its pause (mouth closed)",
                     ["key", "pause (s)", "true audio", "with lips", "lips masked"], rows)
     if model.cfg.ref_token:

@@ -99,8 +99,11 @@ def print_train_summary(report: dict[str, Any], sources: Optional[dict[str, str]
     table.add_row("speed", f"{num(report['steps_per_s'], '.2f')} steps/s, {num(report['samples_per_s'], '.1f')} "
                            f"samples/s, {num(report['data_wait_frac'] and 100 * report['data_wait_frac'], '.0f')}% "
                            f"of the time waiting for data")
+    from model.config import DiTConfig
+
+    conditions = DiTConfig.from_dict(report["model"]).conditions()
     table.add_row("model", f"{report['parameters'] / 1e6:.2f}M parameters on {report['world_size']} x "
-                           f"{report['device']}")
+                           f"{report['device']}; conditions: {', '.join(conditions)}")
     table.add_row("data", report["sources"])
     table.add_row("time", f"{report['wall_s']:.1f}s")
     console.print(table)
@@ -165,7 +168,7 @@ warm-up is capped at a tenth of the run); the summary says which values the run 
 def pretrain_cmd(
     data: List[Path] = typer.Option(..., help="Output folder of an extract job (repeat --data for several)."),
     out: Path = typer.Option(..., help="Run folder: ckpt/last.pt, metrics.jsonl, report.json."),
-    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or base (the paper's; default)."),
+    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small, base (the paper's; default) or reference (the authors' shapes)."),
     steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default 100000)."),
     batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker (default: the preset's)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate after warm-up (default: the preset's)."),
