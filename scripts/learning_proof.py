@@ -136,10 +136,11 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
 def stream_measures(model, ckpt, samples, prep, extract: Path, seeds, args) -> dict:
     """(d) pause share with and without lips, (e) speaker similarity, (f) solvers (scripts/proof_streams.py)."""
     out = {}
-    if "lip" in model.cfg.streams:
-        out["pause"] = pause_shares(model, ckpt, samples, prep, true_mel, seeds, args.guidance)
+    out["pause"] = pause_shares(model, ckpt, samples, prep, true_mel, seeds, args.guidance)
+    if out["pause"]:
         rows = [[r["key"], f"{r['pause_s'][0]:.2f}-{r['pause_s'][1]:.2f}",
-                 *(f"{r[k]:.2e}" for k in ("true", "with_lips", "lips_masked"))] for r in out["pause"]]
+                 *(f"{r[k]:.2e}" if k in r else "(no lip stream)" for k in ("true", "with_lips", "lips_masked"))]
+                for r in out["pause"]]
         print_table("(d) share of the speech span's generated energy inside its pause (mouth closed)",
                     ["key", "pause (s)", "true audio", "with lips", "lips masked"], rows)
     if model.cfg.ref_token:

@@ -74,13 +74,15 @@ def find_pause(true_mel: np.ndarray, span_s, min_s: float = 0.2) -> Optional[tup
 
 
 def pause_shares(model, ckpt, samples, prep, true_mel, seeds, guidance) -> list[dict]:
-    """(d): per held-out talking clip with a pause, the generated energy share inside it, with and without lips."""
+    """(d): per held-out talking clip with a pause, the generated energy share inside it, with and without lips
+    (a model built without the lip stream: its share as "lips_masked")."""
     from model.flow import without_streams
 
+    has_lips = "lip" in model.cfg.streams
+    variants = (("with_lips", None), ("lips_masked", lambda c: without_streams(c, ["lip"])))
     rows = []
     for s in samples:
-        streams = s.get("streams") or {}
-        if s["task"] != "visual_tts" or "lip" not in streams or s.get("speech_span_s") is None:
+        if s["task"] != "visual_tts" or s.get("speech_span_s") is None:
             continue
         target = true_mel(s, ckpt)
         pause = find_pause(target, s["speech_span_s"])
@@ -90,7 +92,7 @@ def pause_shares(model, ckpt, samples, prep, true_mel, seeds, guidance) -> list[
         lo, hi = math.floor(s["speech_span_s"][0] * 100), math.ceil(s["speech_span_s"][1] * 100)
         row = {"key": s["key"], "pause_s": [a / 100, b / 100], "true": float(power(target)[a:b].sum() /
                                                                           power(target)[lo:hi].sum())}
-        for label, edit in (("with_lips", None), ("lips_masked", lambda c: without_streams(c, ["lip"]))):
+        for label, edit in variants if has_lips else variants[1:]:
             shares = [float(power(m)[a:b].sum() / power(m)[lo:hi].sum())
                       for m in mels_for(model, ckpt, s, prep, seeds=seeds, guidance=guidance, edit=edit)]
             row[label] = float(np.mean(shares))
@@ -172,7 +174,7 @@ def summarise(pauses: list[dict], speakers: list[dict]) -> dict[str, Any]:
     """The issue's criteria: pause share with lips at most half of the masked one; other-speaker output closer to
     the other speaker in most clips; and the same on the mean."""
     out: dict[str, Any] = {}
-    if pauses:
+    if pauses and "with_lips" in pauses[0]:
         w, m = np.mean([p["with_lips"] for p in pauses]), np.mean([p["lips_masked"] for p in pauses])
         out["pause"] = {"clips": len(pauses), "with_lips": float(w), "lips_masked": float(m),
                         "true": float(np.mean([p["true"] for p in pauses])), "ratio": float(w / m),
