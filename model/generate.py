@@ -4,7 +4,9 @@ Conditions are extracted by the very stage code of `pipeline run extract`, confi
 contract: `DecodeStage` (frames by presentation time at the contract's fps and size) on a one-row manifest-like
 dict, `VisualEncoderStage` with the encoder the contract names, `PhonemeStage` with its language and vocabulary.
 An encoder or vocabulary that differs from the contract is refused with the fields that differ: features made by
-another encoder would be silently wrong.
+another encoder would be silently wrong. The lip/sync streams and the speaker reference, for a model built for them,
+come from model/generate_conditions.py (the mouth stream by MouthStage from the video, `--speaker-ref` by
+SpeakerStage; `use_lip=False` masks the lip stream).
 
 DecodeStage wants an audio track (extract always has one); a silent video has none. It is given a silent 16 kHz
 file of the clip's length instead (the requested duration, else the contract's max_seconds, so the clip is the
