@@ -4,7 +4,9 @@ Conditions are extracted by the very stage code of `pipeline run extract`, confi
 contract: `DecodeStage` (frames by presentation time at the contract's fps and size) on a one-row manifest-like
 dict, `VisualEncoderStage` with the encoder the contract names, `PhonemeStage` with its language and vocabulary.
 An encoder or vocabulary that differs from the contract is refused with the fields that differ: features made by
-another encoder would be silently wrong.
+another encoder would be silently wrong. The lip/sync streams and the speaker reference, for a model built for them,
+come from model/generate_conditions.py (the mouth stream by MouthStage from the video, `--speaker-ref` by
+SpeakerStage; `use_lip=False` masks the lip stream).
 
 DecodeStage wants an audio track (extract always has one); a silent video has none. It is given a silent 16 kHz
 file of the clip's length instead (the requested duration, else the contract's max_seconds, so the clip is the
@@ -20,7 +22,6 @@ clipped share is reported), and mel -> wave with a HiFi-GAN vocoder directory or
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
@@ -33,23 +34,29 @@ import numpy as np
 import torch
 
 from manifests.atomic import atomic_open, publish, temp_path
-from manifests.errors import PipelineError
-from model.batch import collate, unpatch_mel
+from model.batch import unpatch_mel
 from model.checkpoint import ema_weights, load_checkpoint
 from model.config import DiTConfig
 from model.dit import VSSFlowDiT
 from model.ema import describe_span
 from model.flow import METHODS, FlowMatching, cfg_velocity_fn, null_conditions
+from model.generate_conditions import (
+    GenerateError,
+    check_conditions,
+    conditions_batch,
+    conditions_used,
+    model_conditions,
+    run_stage,
+    run_streams,
+    silent_track,
+    speaker_embedding,
+    stream_frame_needs,
+)
 from model.vocoder import load_vocoder, log_mel_bounds
 from stages.device import pick_device
 from stages.format.contract import ContractError, FeatureContract
-from stages.format.rates import MEL_PER_AUDIO_FRAME
 
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}   # output suffix -> ffmpeg muxer
-
-
-class GenerateError(PipelineError, ValueError):
-    """Input that cannot be generated for (no video and no duration, a span outside the clip, a reject, ...)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -113,21 +120,16 @@ def check_phonemes(contract: FeatureContract, stage) -> list[str]:
 # Conditions from media, with the extract stages
 
 
-def _run(stage, row: dict[str, Any]) -> dict[str, Any]:
-    row = stage([row])[0]
-    if row.get("reject_reason") is not None:
-        raise GenerateError(f"{stage.name} refused the input: {row['reject_reason']}: {row.get('reject_detail')}")
-    return row
-
-
 def extract_conditions(contract: FeatureContract, video_path: Optional[str | Path], *,
                        transcript: Optional[str] = None, speech_span: Optional[Sequence[float]] = None,
                        duration: Optional[float] = None, visual_model: Optional[str | Path] = None,
-                       device: str = "auto") -> dict[str, Any]:
+                       device: str = "auto", streams: Sequence[str] = (),
+                       speaker_ref: Optional[str | Path] = None) -> dict[str, Any]:
     """The conditions of one clip, as extract would store them: video float16 [T_v, D] (None without a video),
-    phone_ids int16 [N] (None without a transcript), speech_span_s, duration_s, task; plus warnings."""
-    import soundfile as sf
-
+    phone_ids int16 [N] (None without a transcript), speech_span_s, duration_s, task; plus warnings. With `streams`
+    (names of the contract's temporal streams), "streams" {name: {"rows", "valid", "fps", "frame_shape", "dtype"}}
+    (model/generate_conditions.py; rows None where the task does not carry the stream); with `speaker_ref` (a wav),
+    "speaker" float32 [dim], its embedding."""
     from stages.base import Reject
     from stages.decode import DecodeConfig, DecodeStage, check_media_file
     from stages.phonemes import PhonemeStage
@@ -160,35 +162,44 @@ def extract_conditions(contract: FeatureContract, video_path: Optional[str | Pat
         phonemes = PhonemeStage.from_contract(contract.phones)  # the phone set and text rules of the checkpoint
         warnings += check_phonemes(contract, phonemes)
 
+    streams = tuple(sorted(streams))
+    missing = [name for name in streams if name not in (contract.streams or {})]
+    if missing:
+        raise ContractError(f"the checkpoint's contract records no {', '.join(missing)} stream to extract")
+    speaker = speaker_embedding(contract, speaker_ref, device) if speaker_ref is not None else None
+    needs = stream_frame_needs(contract, streams) if video_path is not None else ()
+
     decode = DecodeConfig(fps=contract.video_fps, sample_rate=contract.sample_rate,
                           image_size=encoder.get("decode_size", 224), max_seconds=contract.max_seconds)
     with tempfile.TemporaryDirectory(prefix="vssflow-generate-") as tmp:
-        silence = Path(tmp) / "silence.wav"   # DecodeStage reads an audio track; the model does not use it
-        sf.write(silence, np.zeros(int(round((duration or contract.max_seconds) * contract.sample_rate)), np.int16),
-                 contract.sample_rate, subtype="PCM_16")
+        # DecodeStage reads an audio track; the model does not use it
+        silence = silent_track(duration or contract.max_seconds, contract.sample_rate, tmp)
         paths = [silence] + ([video_path] if video_path is not None else [])
         root = Path(os.path.commonpath([str(p.parent) for p in paths]))
         row = {"clip_id": "generate", "task": task, "audio_path": str(silence.relative_to(root)),
                "video_path": str(video_path.relative_to(root)) if video_path is not None else None,
                "transcript": transcript, "start_s": None, "end_s": duration}
-        row = _run(DecodeStage(data_root=str(root), config=decode,
-                               native_frames=encoder.get("scaler") == "opencv"), row)   # frames as extract made them
+        decoder = DecodeStage(data_root=str(root), config=decode, streams=needs,   # frames as extract made them
+                              native_frames=encoder.get("scaler") == "opencv")
+        row = run_stage(decoder, row, "the input")
     if duration is not None and row["duration_s"] < duration - 1.0 / contract.sample_rate:
         raise GenerateError(f"requested duration {duration} s is longer than the video ({row['duration_s']:.3f} s)")
     duration_s = float(row["duration_s"])
     if task != "tts":
-        row = _run(VisualEncoderStage(encoder=encoder["name"], model_dir=str(visual_model),
-                                      precision=encoder.get("precision", "auto"), device=device), row)
+        row = run_stage(VisualEncoderStage(encoder=encoder["name"], model_dir=str(visual_model),
+                                           precision=encoder.get("precision", "auto"), device=device), row, "the input")
+    extra = run_streams(contract, streams, row, device) if streams else {}   # rows None where the task has none
     span = None
     if phonemes is not None:
-        row = _run(phonemes, row)
+        row = run_stage(phonemes, row, "the input")
         a, b = (0.0, duration_s) if speech_span is None else (float(speech_span[0]), float(speech_span[1]))
         if not 0.0 <= a < b <= duration_s + 1e-6:
             raise GenerateError(f"speech span [{a}, {b}] s must satisfy 0 <= start < end <= {duration_s:.3f} s")
         span = [a, min(b, duration_s)]
     return {"task": task, "duration_s": duration_s, "n_samples": int(len(row["audio"])),
             "video": row.get("video"), "phone_ids": row.get("phone_ids"), "phonemes": row.get("phonemes"),
-            "speech_span_s": span, "warnings": warnings}
+            "speech_span_s": span, "streams": extra, "speaker": speaker,
+            "speaker_ref": str(speaker_ref) if speaker_ref is not None else None, "warnings": warnings}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -225,29 +236,19 @@ def audio_to_mel(audio: torch.Tensor, ckpt: dict[str, Any], *, vae_dir: Optional
     return decode_latent(load_vae(vae_dir), raw.numpy())                               # [4T, n_mels]
 
 
-def conditions_batch(conds: dict[str, Any], model_cfg: DiTConfig, hop_length: int) -> dict[str, Any]:
-    """A one-sample collated batch whose audio covers the clip (ceil to whole audio frames)."""
-    frames = math.ceil(conds["n_samples"] / (MEL_PER_AUDIO_FRAME * hop_length))
-    video = conds["video"]
-    if video is not None and len(video) > model_cfg.max_video_frames:
-        raise GenerateError(f"the clip has {len(video)} video frames; the model takes at most "
-                            f"{model_cfg.max_video_frames} ({model_cfg.max_video_frames / model_cfg.video_fps:g} s): "
-                            f"pass a shorter duration")
-    sample = {"audio": np.zeros((frames, model_cfg.audio_dim), np.float32), "task": conds["task"], "video": video,
-              "phone_ids": conds["phone_ids"], "speech_span_s": conds["speech_span_s"]}
-    return collate([sample], audio_fps=model_cfg.audio_fps, video_dim=model_cfg.video_dim)
-
-
 def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Optional[str] = None,
              speech_span: Optional[Sequence[float]] = None, duration: Optional[float] = None, steps: int = 25,
              method: str = "euler", guidance: float = 3.0, vocoder_dir: Optional[str | Path] = None, seed: int = 0,
              *, visual_model: Optional[str | Path] = None, vae_dir: Optional[str | Path] = None,
-             device: str = "auto", use_ema: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+             device: str = "auto", use_ema: bool = True, speaker_ref: Optional[str | Path] = None,
+             use_lip: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Audio for a video (V2S), a video and its transcript (VisualTTS), or a transcript and a duration (TTS).
 
     Returns the float32 wave [N] at the contract's sample rate (16 kHz), N = the clip's samples (the video's length
-    up to max_seconds, or `duration`), and an info dict (task, lengths, sampler settings, vocoder, warnings, timings).
-    speech_span (start_s, end_s) in clip time places the speech (default: the whole clip).
+    up to max_seconds, or `duration`), and an info dict (task, lengths, sampler settings, vocoder, the conditions
+    used, warnings, timings). speech_span (start_s, end_s) in clip time places the speech (default: the whole clip).
+    A model built for the lip/sync streams gets them from the video (`use_lip=False` masks the lip stream: an
+    ablation); one with the speaker token gets `speaker_ref`'s embedding (a wav), or the token masked without it.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -255,17 +256,19 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
     model, checkpoint = load_model(ckpt, use_ema=use_ema, device=dev)
     contract = FeatureContract.from_dict(checkpoint["contract"])
     mel_cfg = contract.mel_config()
+    check_conditions(model.cfg, contract, speaker_ref=speaker_ref, use_lip=use_lip)
     vocoder = load_vocoder(vocoder_dir, mel_cfg, device=dev, seed=seed)   # fail on a bad vocoder before the work
     timings["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     conds = extract_conditions(contract, video_path, transcript=transcript, speech_span=speech_span,
-                               duration=duration, visual_model=visual_model, device=str(dev))
+                               duration=duration, visual_model=visual_model, device=str(dev),
+                               streams=tuple(model.cfg.streams), speaker_ref=speaker_ref)
     batch = conditions_batch(conds, model.cfg, mel_cfg.hop_length)
     timings["conditions_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cond = {k: batch[k].to(dev) for k in ("phones_track", "video", "video_mask", "audio_mask")}
+    cond = model_conditions(batch, use_lip=use_lip, device=dev)
     solver: dict[str, Any] = {}
     audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed,
                          stats=solver)[0]                                                            # [T, A]
@@ -289,7 +292,8 @@ def generate(ckpt: str | Path, video_path: Optional[str | Path], transcript: Opt
             "checkpoint_step": int(checkpoint["step"]), "ema": checkpoint["used_ema"], "weights": checkpoint["weights"],
             "feature_hash": contract.feature_hash, "vocoder": vocoder.info(), "device": str(dev),
             "mel_clipped_frac": clipped, "peak": float(np.abs(wave).max()) if len(wave) else 0.0,
-            "warnings": conds["warnings"], "seconds": timings}
+            "conditions": conditions_used(conds, batch, use_lip=use_lip), "warnings": conds["warnings"],
+            "seconds": timings}
     return wave, info
 
 

@@ -22,14 +22,13 @@ import torch
 from manifests.atomic import atomic_write_text
 from manifests.errors import PipelineError
 from manifests.validate import read_manifest
-from model.generate import (
-    GenerateError,
-    audio_to_mel,
+from model.generate import GenerateError, audio_to_mel, extract_conditions, load_model, sample_audio, write_wav
+from model.generate_conditions import (
+    check_conditions,
     conditions_batch,
-    extract_conditions,
-    load_model,
-    sample_audio,
-    write_wav,
+    conditions_used,
+    model_conditions,
+    speaker_embedding,
 )
 from model.vocoder import load_vocoder, log_mel_bounds
 from stages.device import pick_device
@@ -58,13 +57,15 @@ def row_request(row: dict[str, Any], data_root: Path) -> dict[str, Any]:
 
 def generate_one(model, checkpoint: dict, contract: FeatureContract, vocoder, request: dict[str, Any], *,
                  steps: int, method: str, guidance: float, seed: int, device: torch.device,
-                 visual_model=None, vae_dir=None) -> tuple[np.ndarray, dict[str, Any]]:
+                 visual_model=None, vae_dir=None, speaker_ref=None, use_lip: bool = True
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One clip, as generate() makes it, with the model and vocoder already loaded."""
     conds = extract_conditions(contract, request["video"], transcript=request["transcript"],
                                speech_span=request["speech_span"], duration=request["duration"],
-                               visual_model=visual_model, device=str(device))
+                               visual_model=visual_model, device=str(device), streams=tuple(model.cfg.streams),
+                               speaker_ref=speaker_ref)
     batch = conditions_batch(conds, model.cfg, contract.mel_config().hop_length)
-    cond = {k: batch[k].to(device) for k in ("phones_track", "video", "video_mask", "audio_mask")}
+    cond = model_conditions(batch, use_lip=use_lip, device=device)
     solver: dict[str, Any] = {}
     audio = sample_audio(model, cond, steps=steps, method=method, guidance=guidance, seed=seed,
                          stats=solver)[0]                                                          # [T, A]
@@ -74,20 +75,26 @@ def generate_one(model, checkpoint: dict, contract: FeatureContract, vocoder, re
     if not np.isfinite(wave).all():
         raise GenerateError("the generated wave holds NaN or Inf")
     return wave, {"task": conds["task"], "duration_s": conds["duration_s"], "speech_span_s": conds["speech_span_s"],
-                  "nfe": solver["nfe"], "warnings": conds["warnings"]}
+                  "nfe": solver["nfe"], "conditions": conditions_used(conds, batch, use_lip=use_lip),
+                  "warnings": conds["warnings"]}
 
 
 def generate_batch(ckpt: Path, manifest: Path, data_root: Path, out_dir: Path, *, steps: int = 25,
                    method: str = "euler", guidance: float = 3.0, seed: int = 0, vocoder_dir: Optional[Path] = None,
                    visual_model: Optional[Path] = None, vae_dir: Optional[Path] = None, device: str = "auto",
-                   use_ema: bool = True, limit: Optional[int] = None,
-                   progress: Optional[Callable[[dict], None]] = None) -> dict[str, Any]:
-    """Generate every row of `manifest` (the first `limit`); returns counts and the records of this run."""
+                   use_ema: bool = True, limit: Optional[int] = None, speaker_ref: Optional[Path] = None,
+                   use_lip: bool = True, progress: Optional[Callable[[dict], None]] = None) -> dict[str, Any]:
+    """Generate every row of `manifest` (the first `limit`); returns counts and the records of this run.
+    `speaker_ref` (a wav) is every row's speaker reference and `use_lip=False` masks every row's lip stream, as
+    generate() takes them (the manifest has no per-row reference column)."""
     out_dir, data_root = Path(out_dir), Path(data_root)
     rows = read_manifest(manifest).to_pylist()[:limit]
     dev = torch.device(pick_device(device))
     model, checkpoint = load_model(ckpt, use_ema=use_ema, device=dev)
     contract = FeatureContract.from_dict(checkpoint["contract"])
+    check_conditions(model.cfg, contract, speaker_ref=speaker_ref, use_lip=use_lip)
+    if speaker_ref is not None:   # a reference without voice fails the batch once, not every row
+        speaker_embedding(contract, speaker_ref, str(dev))
     vocoder = load_vocoder(vocoder_dir, contract.mel_config(), device=dev, seed=seed)
     log = out_dir / LOG
     records = {r["key"]: r for r in map(json.loads, log.read_text().splitlines())} if log.is_file() else {}
@@ -104,7 +111,8 @@ def generate_batch(ckpt: Path, manifest: Path, data_root: Path, out_dir: Path, *
         try:
             wave, info = generate_one(model, checkpoint, contract, vocoder, row_request(row, data_root),
                                       steps=steps, method=method, guidance=guidance, seed=seed, device=dev,
-                                      visual_model=visual_model, vae_dir=vae_dir)
+                                      visual_model=visual_model, vae_dir=vae_dir, speaker_ref=speaker_ref,
+                                      use_lip=use_lip)
             write_wav(wav, wave, contract.sample_rate)
             record.update(status="generated", **info, seconds=round(time.perf_counter() - started, 3))
             made += 1

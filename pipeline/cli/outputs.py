@@ -100,6 +100,8 @@ def generate_batch_cmd(
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N rows."),
     visual_model: Optional[Path] = typer.Option(None, help="Visual encoder folder, if it moved since extract."),
     vae: Optional[Path] = typer.Option(None, help="VAE folder for latent checkpoints, if it moved."),
+    speaker_ref: Optional[Path] = typer.Option(None, help="Reference recording (wav) of the voice for every row."),
+    lip: bool = typer.Option(True, "--lip/--no-lip", help="--no-lip masks every row's mouth stream (an ablation)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Generate audio for every row of a manifest with one loaded model (what `run evaluate` measures)."""
@@ -108,7 +110,7 @@ def generate_batch_cmd(
     with reported_errors(FileNotFoundError), console.status("generating") as status:
         result = generate_batch(ckpt, manifest, data_root, out, steps=steps, method=method, guidance=guidance,
                                 seed=seed, vocoder_dir=vocoder, visual_model=visual_model, vae_dir=vae,
-                                device=device, limit=limit,
+                                device=device, limit=limit, speaker_ref=speaker_ref, use_lip=lip,
                                 progress=lambda e: status.update(f"generating {e['done']}/{e['total']} {e['key']}"))
     console.print(f"{result['generated']} generated, {result['refused']} refused, {result['skipped']} already there "
                   f"-> {out}")
@@ -119,6 +121,9 @@ def generate_batch_cmd(
 GENERATE_BATCH_EPILOG = """Example:
 
   pipeline run generate-batch --ckpt runs/joint/ckpt/last.pt --manifest test.parquet --data-root data --out gen/
+
+  pipeline run generate-batch --ckpt runs/lips/ckpt/last.pt --manifest test.parquet --data-root data --out gen/ \
+      --speaker-ref voice.wav --no-lip      # one voice for every row, the mouth stream masked (an ablation)
 
 Each clip is made as `pipeline run generate` makes it. A re-run skips clips already written."""
 

@@ -240,8 +240,13 @@ def finetune_cmd(
 
   pipeline run generate --ckpt runs/tiny/ckpt/last.pt --transcript "Text only." --duration 3 --out tts.wav
 
-Conditions are extracted with the checkpoint's own feature contract (same encoder, vocabulary, rates). Without
---vocoder the mel is inverted with Griffin-Lim.""")
+  pipeline run generate --ckpt runs/lips/ckpt/last.pt --video face.mp4 --transcript "Hello there." \
+      --speaker-ref voice.wav --out hello.wav          # add --no-lip to hear it without the mouth stream
+
+Conditions are extracted with the checkpoint's own feature contract (same encoder, vocabulary, rates, mouth
+finder). A model built for the lip/sync streams takes them from the video; one built with the speaker token takes
+--speaker-ref's embedding, or has the token masked without it. Without --vocoder the mel is inverted with
+Griffin-Lim.""")
 def generate_cmd(
     ckpt: Path = typer.Option(..., help="Checkpoint (RUN/ckpt/last.pt)."),
     out: Path = typer.Option(..., help="Output wav (16 kHz mono)."),
@@ -259,6 +264,9 @@ def generate_cmd(
     visual_model: Optional[Path] = typer.Option(None, help="Visual encoder directory, if it moved since extract."),
     vae: Optional[Path] = typer.Option(None, help="VAE directory for latent checkpoints, if it moved."),
     ema: bool = typer.Option(True, help="Use the EMA weights when the checkpoint has them (else the raw ones)."),
+    speaker_ref: Optional[Path] = typer.Option(None, help="Reference recording (wav) of the voice to speak with; "
+                                               "embedded as extract embeds a clip's speech."),
+    lip: bool = typer.Option(True, "--lip/--no-lip", help="--no-lip masks the mouth stream (an ablation)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Generate 16 kHz audio for a video (V2S), a video and a transcript (VisualTTS), or a transcript (TTS)."""
@@ -275,7 +283,8 @@ def generate_cmd(
         with console.status("generating"):
             wave, info = generate(ckpt, video, transcript=transcript, speech_span=span, duration=duration,
                                   steps=steps, method=method, guidance=guidance, vocoder_dir=vocoder, seed=seed,
-                                  visual_model=visual_model, vae_dir=vae, device=device, use_ema=ema)
+                                  visual_model=visual_model, vae_dir=vae, device=device, use_ema=ema,
+                                  speaker_ref=speaker_ref, use_lip=lip)
             write_wav(out, wave, info["sample_rate"])
             muxed = mux_video(video, out, mux) if mux is not None else None
     for warning in info["warnings"]:
@@ -285,5 +294,9 @@ def generate_cmd(
                   f"vocoder {info['vocoder']['name']}, "
                   f"{time.perf_counter() - start:.1f}s)")
     console.print(f"weights: {info['weights']['description']}", highlight=False)
+    for name, used in info["conditions"].items():
+        said = used.get("file") or (f"{used['valid_frames']}/{used['frames']} frames valid" if "frames" in used else "")
+        console.print(f"{name}: {'used' if used['used'] else 'masked'} {said}"
+                      f"{'' if used['used'] else ' (' + used['why'] + ')'}", highlight=False)
     if muxed:
         console.print(f"video: {muxed['path']} (picture {muxed['video']})")
