@@ -68,6 +68,13 @@ def resemblyzer_mel(wav: np.ndarray) -> np.ndarray:
     return (spec.T @ fb).numpy().astype(np.float32)                                   # [T, 40]
 
 
+def cut_span(wave: np.ndarray, rate: int, start_s: float, end_s: float) -> np.ndarray:
+    """wave `[N]` from start_s to end_s (clip time, seconds; the start clamped at 0, an end before it gives an
+    empty span): the one cut of a speech span, for extract's reference and evaluate's two sides."""
+    a = int(max(0.0, start_s) * rate)
+    return wave[a:max(a, int(end_s * rate))]
+
+
 class SpeakerStage(Stage):
     """row["flac"] (the stored audio) and the speech span -> row["speaker_ref"] float32 [dim], speech tasks only
     (stored as K.speaker.npy; row["speaker"] is the manifest's speaker id)."""
@@ -101,9 +108,9 @@ class SpeakerStage(Stage):
 
         wave, rate = decode_flac(row["flac"])
         start = float(row.get("start_s") or 0.0)
-        a = max(0.0, float(row.get("speech_start_s") if row.get("speech_start_s") is not None else start) - start)
+        a = float(row.get("speech_start_s") if row.get("speech_start_s") is not None else start) - start
         b = float(row.get("speech_end_s") if row.get("speech_end_s") is not None else start + len(wave) / rate)
-        return wave[int(a * rate):max(int(a * rate), int((b - start) * rate))]
+        return cut_span(wave, rate, a, b - start)
 
     def embed(self, wave: np.ndarray) -> np.ndarray:
         """float32 [dim] for a 16 kHz span; Reject no_voice when none is in it."""

@@ -137,8 +137,8 @@ def evaluate_cmd(
     embedding_model: Optional[Path] = typer.Option(None, help="Local audio encoder for a Fréchet distance."),
     max_lag: float = typer.Option(1.0, help="Largest audio-visual offset searched (s)."),
 ) -> None:
-    """Measure generated audio against references: mel distance, loudness, speech-span agreement, audio-visual
-    offset (and WER, Fréchet distance with local models)."""
+    """Measure generated audio against references: mel distance, loudness, speech-span agreement and speaker
+    similarity (speech clips), audio-visual offset (video clips); WER, Fréchet distance with local models."""
     from rich.table import Table
 
     from pipeline.evaluate.run import evaluate

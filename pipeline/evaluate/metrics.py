@@ -8,6 +8,7 @@
 - audio-visual offset: the lag that best aligns the audio's onset envelope (half-wave rectified rise of log-mel
   energy, 100 fps) with the picture's motion (how much each frame brightens over the one before, or how far its
   visual features move, 10 fps), searched within +-`max_lag_s`; positive means the sound comes after the motion.
+- speaker similarity: the cosine of two speaker embeddings (`[dim]` each; 1 for the same direction).
 - Fréchet distance between two sets of embeddings (the FAD formula), and word error rate (jiwer) on normalised
   text.
 """
@@ -94,6 +95,12 @@ def av_offset(motion: np.ndarray, motion_fps: float, onsets: np.ndarray, onset_f
 def _standardised(x: np.ndarray) -> Optional[np.ndarray]:
     std = float(np.std(x))
     return None if std < 1e-12 else (x - np.mean(x)) / std
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """a.b / (|a| |b|) of two vectors `[dim]`, in float64 (rounding's 1 + 2e-16 held to 1)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

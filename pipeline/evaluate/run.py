@@ -3,9 +3,10 @@ reference, per clip and on average; a table (metrics.parquet), a JSON (summary.j
 
 What is measured needs no weights beyond what ships: mel distance and loudness against the reference audio,
 speech-span agreement (silero-vad, inside its wheel) for speech clips, the audio-visual onset offset for video
-clips; WER with a local ASR model directory, a Fréchet distance with a local audio-embedding directory. Speaker
-similarity needs a speaker encoder: none is part of this install yet, so it is reported as skipped, with why.
-The span asked for comes from `GENERATED/generated.jsonl` (written by `generate-batch`), else the reference's.
+clips, speaker similarity for speech clips (the speaker stage's Resemblyzer encoder, inside its wheel, on the
+generated and the reference speech span alike); WER with a local ASR model directory, a Fréchet distance with a
+local audio-embedding directory. The span asked for comes from `GENERATED/generated.jsonl` (written by
+`generate-batch`), else the reference's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -24,13 +25,13 @@ from manifests.tasks import SPEECH_TASKS, VIDEO_TASKS
 from pipeline.evaluate import metrics
 from pipeline.evaluate.references import Reference, load_references
 from stages.audio import measure_loudness
+from stages.base import Reject
+from stages.speaker import cut_span
 
 SAMPLE_RATE = 16000
 GENERATED_LOG = "generated.jsonl"
-SPEAKER_NOTE = ("speaker similarity skipped: no speaker encoder is installed with this pipeline yet (the speaker "
-                "stream of issue 10 adds one); nothing else is downloaded to measure it")
 COLUMNS = ("duration_s", "loudness_lufs", "loudness_diff_db", "mel_distance", "span_iou", "span_start_error_s",
-           "span_end_error_s", "av_offset_s", "av_correlation", "wer")
+           "span_end_error_s", "av_offset_s", "av_correlation", "speaker_similarity", "wer")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Tools:
 
     logmel: Any
     vad: Any
+    speaker: Any            # stages.speaker.SpeakerStage, set up
     transcriber: Any = None
     embedder: Any = None
     max_lag_s: float = 1.0
@@ -83,6 +85,8 @@ def measure_clip(key: str, wave: np.ndarray, ref: Optional[Reference], asked: di
     if row["task"] in SPEECH_TASKS and span:
         found = metrics.detected_span(tools.vad.speech_segments(wave))
         row.update(metrics.span_agreement(found, (float(span[0]), float(span[1]))))
+    if row["task"] in SPEECH_TASKS and ref is not None and ref.audio is not None:
+        row.update(measure_speaker(wave, span, ref, tools.speaker))   # the reference is there: no note before
     if row["task"] in VIDEO_TASKS and ref is not None and ref.motion is not None:
         offset, corr = metrics.av_offset(ref.motion, ref.motion_fps, metrics.onset_envelope(mel),
                                          tools.logmel.config.frames_per_second, tools.max_lag_s)
@@ -92,6 +96,22 @@ def measure_clip(key: str, wave: np.ndarray, ref: Optional[Reference], asked: di
         row["hypothesis"] = tools.transcriber(wave)
         row["wer"] = metrics.word_error_rate(transcript, row["hypothesis"])
     return row
+
+
+def measure_speaker(wave: np.ndarray, span: Optional[Sequence[float]], ref: Reference, speaker: Any) -> dict:
+    """speaker_similarity: the cosine of the generated audio's embedding over the span asked for and the reference
+    audio's over its own speech span (the whole clip where there is none), both by `SpeakerStage.embed`; None with
+    the note why where the encoder finds no voice on a side."""
+    embedded, why = {}, []
+    for side, audio, cut in (("generated", wave, span), ("reference", ref.audio, ref.speech_span_s)):
+        a, b = (float(cut[0]), float(cut[1])) if cut else (0.0, len(audio) / SAMPLE_RATE)
+        try:
+            embedded[side] = speaker.embed(cut_span(audio, SAMPLE_RATE, a, b))
+        except Reject as e:
+            why.append(f"the {side} span {a:.2f}-{b:.2f} s: {e}")
+    if why:
+        return {"speaker_similarity": None, "note": "speaker similarity not measured: " + "; ".join(why)}
+    return {"speaker_similarity": metrics.cosine_similarity(embedded["generated"], embedded["reference"])}
 
 
 def _finite(x: Optional[float]) -> Optional[float]:
@@ -136,11 +156,14 @@ def plot_metrics(rows: list[dict[str, Any]], path: Path) -> Path:
 def load_tools(asr_model: Optional[Path], embedding_model: Optional[Path], max_lag_s: float) -> Tools:
     from pipeline.evaluate.models import AudioEmbedder, Transcriber
     from stages.audio import LogMel
+    from stages.speaker import SpeakerStage
     from stages.speech_span import SpeechSpanStage
 
     vad = SpeechSpanStage(data_root=".", decode=None, mel=None, loudness=None)   # only speech_segments is used:
     # the very detector (and settings) extract places speech spans with
-    return Tools(logmel=LogMel(), vad=vad, max_lag_s=max_lag_s,
+    speaker = SpeakerStage()      # Resemblyzer's packaged weights, extract's default speaker encoder
+    speaker.setup()
+    return Tools(logmel=LogMel(), vad=vad, speaker=speaker, max_lag_s=max_lag_s,
                  transcriber=Transcriber(asr_model) if asr_model else None,
                  embedder=AudioEmbedder(embedding_model) if embedding_model else None)
 
@@ -156,7 +179,11 @@ def evaluate(generated: Path, reference: Path, out: Path, *, data_root: Optional
     refs = load_references(reference, sorted(waves), data_root=data_root)
     tools = load_tools(asr_model, embedding_model, max_lag_s)
     rows = [measure_clip(key, wave, refs.get(key), asked.get(key, {}), tools) for key, wave in waves.items()]
-    notes = [SPEAKER_NOTE]
+    notes = []
+    unvoiced = [r["key"] for r in rows if r["task"] in SPEECH_TASKS and r.get("speaker_similarity") is None]
+    if unvoiced:
+        notes.append(f"speaker similarity not measured for {len(unvoiced)} speech clip(s) ({', '.join(unvoiced[:5])}"
+                     f"{', ...' if len(unvoiced) > 5 else ''}): no voice found or no reference; see each clip's note")
     if tools.transcriber is None:
         notes.append("WER skipped: give --asr-model DIR (a local speech recogniser) to measure it")
     fad = None
