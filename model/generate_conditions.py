@@ -134,7 +134,6 @@ def check_conditions(model_cfg: DiTConfig, contract: FeatureContract, *, speaker
 def speaker_embedding(contract: FeatureContract, wav_path: str | Path, device: str = "auto") -> np.ndarray:
     """float32 [dim]: the reference recording embedded as extract embeds a clip's speech (module docstring)."""
     from stages.audio import AudioFeatureStage, LoudnessConfig
-    from stages.base import Reject
     from stages.decode import DecodeConfig, DecodeStage
     from stages.speaker import SpeakerConfig, SpeakerStage
 
@@ -142,19 +141,16 @@ def speaker_embedding(contract: FeatureContract, wav_path: str | Path, device: s
     decode = DecodeConfig(sample_rate=contract.sample_rate, max_seconds=contract.max_seconds)
     row = {"clip_id": "speaker_ref", "task": "tts", "audio_path": path.name, "video_path": None,
            "transcript": "", "start_s": None, "end_s": None}
-    try:
-        row = run_stage(DecodeStage(data_root=str(path.parent), config=decode), row, f"the speaker reference {path}")
-        row = AudioFeatureStage(mel=contract.mel_config(), loudness=LoudnessConfig(**contract.loudness))([row])[0]
-        if row.get("reject_reason") is not None:
-            raise Reject(row["reject_reason"], row.get("reject_detail") or "")
-        encoder = contract.speaker["encoder"]
-        stage = SpeakerStage(config=SpeakerConfig(model_dir=encoder.get("model_dir") if encoder["name"] != "resemblyzer"
-                                                  else None, device=device))
-        row = stage([row])[0]
-        if row.get("reject_reason") is not None:
-            raise Reject(row["reject_reason"], row.get("reject_detail") or "")
-    except Reject as e:
-        raise GenerateError(f"the speaker reference {path} has no voice to embed ({e.reason}: {e.detail})") from None
+    what = f"the speaker reference {path}"
+    row = run_stage(DecodeStage(data_root=str(path.parent), config=decode), row, what)
+    encoder = contract.speaker["encoder"]
+    model_dir = encoder.get("model_dir") if encoder["name"] != "resemblyzer" else None
+    try:   # stored as extract stores audio (loudness, 16-bit), then embedded
+        row = run_stage(AudioFeatureStage(mel=contract.mel_config(), loudness=LoudnessConfig(**contract.loudness)),
+                        row, what)
+        row = run_stage(SpeakerStage(config=SpeakerConfig(model_dir=model_dir, device=device)), row, what)
+    except GenerateError as e:
+        raise GenerateError(f"{what} has no voice to embed ({e})") from None
     return row["speaker_ref"]
 
 

@@ -57,7 +57,7 @@ class StreamEmbed(nn.Module):
         out = self.absent.to(like.dtype).expand(batch, length, -1).clone()                 # [B, T, dim]
         if frames is None or mask is None:
             return out
-        if frames.shape[:2] != (batch, length) or tuple(frames.shape[2:]) != self.shape or mask.shape != (batch, length):
+        if tuple(frames.shape) != (batch, length, *self.shape) or mask.shape != (batch, length):
             raise ValueError(f"stream frames must be [{batch}, {length}, {', '.join(map(str, self.shape))}] with a "
                              f"[{batch}, {length}] mask, got {tuple(frames.shape)} and {tuple(mask.shape)}")
         valid = mask.bool()

@@ -270,8 +270,10 @@ def _set_up(data: TrainData, out: Path, cfg: TrainConfig, *, job: str, init: Opt
                           f"from an uninterrupted run", stacklevel=3)
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
+        # a batch without a valid frame of a stream (all v2s, or dropped) leaves its front-end without gradient
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(model_cfg.streams or model_cfg.ref_token))
     loader, val_batches = _data(data, cfg, model_cfg, rank)
     return _Run(data=data, out=out, cfg=cfg, origins=origins, model_cfg=model_cfg, job=job,
                 init_from=init.path if init else (ckpt or {}).get("init_from"), rank=rank, world=world,

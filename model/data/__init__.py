@@ -34,5 +34,6 @@ from model.data.stream import (
 
 __all__ = ["DataError", "SamplePrep", "Source", "TrainData", "TrainLoader", "TrainStream", "batches_made_by",
            "describe_sources", "estimate_audio_norm", "finetune_sources", "fixed_batches", "held_out_rows",
-           "load_samples", "make_batch", "open_datasets", "plan_finetune", "plan_pretrain", "prep_for_model", "read_index", "seed_of",
+           "load_samples", "make_batch", "open_datasets", "plan_finetune", "plan_pretrain", "prep_for_model",
+           "read_index", "seed_of",
            "shard_samples", "task_sources"]

@@ -69,8 +69,8 @@ class SamplePrep:
     @property
     def stream_layout(self) -> dict[str, tuple]:
         """{name: (frame shape, numpy dtype)} of the streams the model takes, for `model.batch.collate`."""
-        return {name: (tuple(self.contract.streams[name]["frame_shape"]), np.dtype(self.contract.streams[name]["dtype"]))
-                for name in self.streams}
+        records = self.contract.streams or {}
+        return {name: (tuple(records[name]["frame_shape"]), np.dtype(records[name]["dtype"])) for name in self.streams}
 
     @property
     def ref_dim(self) -> Optional[int]:

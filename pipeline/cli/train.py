@@ -168,7 +168,8 @@ warm-up is capped at a tenth of the run); the summary says which values the run 
 def pretrain_cmd(
     data: List[Path] = typer.Option(..., help="Output folder of an extract job (repeat --data for several)."),
     out: Path = typer.Option(..., help="Run folder: ckpt/last.pt, metrics.jsonl, report.json."),
-    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small, base (the paper's; default) or reference (the authors' shapes)."),
+    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small, base (the paper's; default) or reference "
+                                                 "(the authors' shapes)."),
     steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default 100000)."),
     batch_size: Optional[int] = typer.Option(None, help="Samples per step and worker (default: the preset's)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate after warm-up (default: the preset's)."),
