@@ -7,7 +7,9 @@
 Reports clips/s and clip-seconds/s for: the Ray Data job end to end (driver + Ray workers, Ray start-up
 timed apart), the sequential loop (same stages, same shard writer), and from that loop's per-stage
 clocks decode alone and the visual encoder alone on the same frames; plus peak RSS of the whole
-process tree. Ratios are what matter: this machine is shared and noisy.
+process tree, and the Ray job driver's own peak RSS and peak Anonymous (private) memory, sampled over the job
+(ru_maxrss, `process_peak_rss_mb`, includes the sequential loop run first in this process). Ratios are what
+matter: this machine is shared and noisy.
 
 `--streams` picks the time-sensitive conditions: `none` (the 10 fps CLIP stream only, as before they existed),
 `default` (mouth crops with the packaged face detector, Resemblyzer's speaker reference) or `all` (a tiny
@@ -223,7 +225,10 @@ def run(args, s3) -> None:
                      "kept": report["counts"]["kept"], "stage_seconds": report["stage_seconds"],
                      "driver_cpu_s": report["this_run"].get("driver_cpu_s"),
                      "driver_bytes_per_row": report["this_run"].get("driver_bytes_per_row"),
-                     "driver_peak_rss_mb": report["this_run"].get("driver_peak_rss_mb"),
+                     "driver_peak_rss_mb": round(rss.driver_peak_mb, 1),    # sampled over the Ray job only
+                     "driver_anonymous_peak_mb": round(rss.driver_anonymous_peak_mb, 1),   # its private memory
+                     # ru_maxrss: the process's whole life, the sequential loop's peak when it ran first
+                     "process_peak_rss_mb": report["this_run"].get("driver_peak_rss_mb"),
                      "first_shard_s": events[0][0] if events else None,
                      "steady_rows_per_s": ((events[-1][1] - events[0][1]) / (events[-1][0] - events[0][0])
                                            if len(events) > 2 else None)}

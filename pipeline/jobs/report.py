@@ -35,7 +35,9 @@ def versions() -> dict[str, str]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process over its whole life (ru_maxrss is KiB on Linux, bytes on macOS): the
+    job's driver under `pipeline run`, but whatever ran earlier in the same process counts too (a benchmark's
+    sequential loop: bench/common.py PeakRss samples the driver over the job alone)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
