@@ -1,10 +1,12 @@
 """Does the trainer learn? Train a tiny VSSFlow on the sample corpus and measure what it learned.
 
-    python scripts/learning_proof.py                      # work folder runs/learning_proof, 600 steps
+    python scripts/learning_proof.py                      # work folder runs/learning_proof, 1500 steps
+    python scripts/learning_proof.py --conditions '[]'    # ablation: a model without the lip stream and speaker
     python scripts/learning_proof.py --steps 1000 --model-overrides '{"width": 64}'
     python scripts/learning_proof.py --lr 1e-3 --raw      # another lr than the preset's; the raw weights
 
-1. Generates the sample corpus, a tiny random CLIP and extracts it (embedded Ray) unless the work folder has them.
+1. Generates the sample corpus (scale 6), a tiny random CLIP and extracts it with the default streams (mouth crops,
+   speaker vectors; embedded Ray) unless the work folder has them.
 2. Pretrains with the preset's training defaults (lr, warm-up, betas, EMA, batch: model/config.py
    TRAINING_DEFAULTS) unless --lr / --batch-size say otherwise (resumes if the run exists; delete it to start over).
 3. Reports:
@@ -15,7 +17,10 @@
        own < other and own < none; guidance sharpens samples, which L1 to one true take does not always reward;
    (c) for held-out speech clips, the share of the generated mel energy (sum over bands of exp(2 * log-mel)) that
        falls inside a requested speech span (first or second half of the clip), against the same share for
-       unconditional samples and the span's share of the clip.
+       unconditional samples and the span's share of the clip (the lip stream left out: the text's span alone);
+   (d) lips: the generated energy inside the pause of held-out talking clips, with lips and with them masked;
+   (e) speaker: the generated voice's speaker-encoder similarity to the reference's voice and to the clip's own;
+   (f) solvers: Euler, Heun and dopri5, their velocity evaluations and mel L1 (scripts/proof_streams.py).
 Same noise (seeds) for every variant, Euler 25 steps. The EMA weights, as `pipeline run generate` uses by default
 (--raw: the raw ones).
 The visual encoder is a random CLIP, so video features only carry what a random network keeps of the pictures.
@@ -162,7 +167,7 @@ def stream_measures(model, ckpt, samples, prep, extract: Path, seeds, args) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_proof")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     parser.add_argument("--lr", type=float, default=None, help="default: the preset's")
     parser.add_argument("--raw", action="store_true", help="measure the raw weights instead of the EMA")
